@@ -1,0 +1,1 @@
+"""MIM refinement pipeline: MAE/MFF pretraining, per-block probing, NNA refinement and evaluation."""

@@ -1,0 +1,1 @@
+"""Analysis and reporting: tables and figures from the stages' small output files."""

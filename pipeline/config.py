@@ -1,0 +1,172 @@
+"""Load params.yaml, validate it against params.schema.yaml, and hand each stage only its declared keys.
+
+Run as a module to check a params file or to switch to a profile overlay:
+    python -m pipeline.config check [params.yaml]
+    python -m pipeline.config switch profiles/gpu/params.yaml   # rewrites params.yaml, comments kept
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+from ruamel.yaml import YAML  # ships with dvc; round-trips comments
+
+from pipeline.atomic import write_text
+from pipeline.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
+_FLOAT_AS_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _key_path(parts: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in parts) or "<root>"
+
+
+def _schema_error_line(err: jsonschema.ValidationError) -> str:
+    """One line that names the key and the value, with a hint for the YAML 1.1 float trap."""
+    key = _key_path(err.absolute_path)
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        allowed = ", ".join(sorted(err.schema.get("properties", {}))) or "any"
+        return f"params: unknown key {_key_path([*err.absolute_path, extra[0]])!r} (allowed here: {allowed})"
+    if isinstance(err.instance, str) and _FLOAT_AS_STRING.match(err.instance):
+        return (f"params: {key} = {err.instance!r} is read as a string; write floats with a dot "
+                f"and a signed exponent, e.g. 1.0e-3")
+    return f"params: {key} = {err.instance!r}: {err.message}"
+
+
+def validate(params: Any) -> None:
+    """Check `params` against the JSON schema and the cross-key rules.
+
+    Raises:
+        ConfigError: naming the first offending key.
+    """
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+    if errors:
+        raise ConfigError(_schema_error_line(errors[0]))
+    _check_cross_keys(params)
+
+
+def _check_cross_keys(params: dict) -> None:
+    model, pretrain = params["model"], params["pretrain"]
+    for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+        if model[width] % model[heads]:
+            raise ConfigError(f"params: model.{width}={model[width]} is not divisible by model.{heads}={model[heads]}")
+    if model["embed_dim"] % 4:
+        raise ConfigError(f"params: model.embed_dim={model['embed_dim']} must be a multiple of 4 (2-D sin-cos)")
+    if pretrain["warmup_epochs"] >= pretrain["epochs"]:
+        raise ConfigError(f"params: pretrain.warmup_epochs={pretrain['warmup_epochs']} must be below "
+                          f"pretrain.epochs={pretrain['epochs']}")
+    last = model["depth"] - 1
+    for name, variant in pretrain["variants"].items():
+        blocks = variant["fuse_blocks"]
+        if blocks and (sorted(blocks) != blocks or blocks[-1] != last or len(blocks) < 2):
+            raise ConfigError(f"params: pretrain.variants.{name}.fuse_blocks={blocks} must be increasing, hold "
+                              f"at least two blocks and end with the last block {last} (model.depth={model['depth']})")
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Read and validate a params file.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or fails validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params: file not found: {path}")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"params: {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    validate(params)
+    return params
+
+
+def select(params: dict, keys: Iterable[str]) -> dict:
+    """Return a nested copy of `params` holding only the dotted `keys` (e.g. "pretrain.variants.mae")."""
+    out: dict = {}
+    for key in keys:
+        src, dst = params, out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            src = src[part]
+            dst = dst.setdefault(part, {})
+        if parts[-1] not in src:
+            raise ConfigError(f"params: missing key {key!r}")
+        dst[parts[-1]] = copy.deepcopy(src[parts[-1]])
+    return out
+
+
+def check_variant(params: dict, variant: str) -> None:
+    """Raise ConfigError if `variant` is not a key of pretrain.variants."""
+    names = sorted(params["pretrain"]["variants"])
+    if variant not in names:
+        raise ConfigError(f"params: unknown variant {variant!r} (pretrain.variants has: {', '.join(names)})")
+
+
+def stage_params(keys: Iterable[str], path: str | Path = "params.yaml") -> dict:
+    """Validate the whole params file, then return only the keys a stage declared."""
+    return select(load_params(path), keys)
+
+
+def switch(overlay: str | Path, path: str | Path = "params.yaml") -> list[str]:
+    """Merge the keys of `overlay` into the params file in place, keeping its comments and layout.
+
+    Returns:
+        The dotted keys whose values changed.
+    """
+    rt = YAML()
+    rt.preserve_quotes = True
+    target = rt.load(Path(path).read_text())
+    changes = yaml.safe_load(Path(overlay).read_text()) or {}
+    changed: list[str] = []
+
+    def merge(dst: Any, src: dict, prefix: str) -> None:
+        for key, value in src.items():
+            if isinstance(value, dict) and isinstance(dst.get(key), dict) and not key == "variants":
+                merge(dst[key], value, f"{prefix}{key}.")
+            elif dst.get(key) != value:
+                dst[key] = value
+                changed.append(prefix + key)
+
+    merge(target, changes, "")
+    buf = io.StringIO()
+    rt.dump(target, buf)
+    validate(yaml.safe_load(buf.getvalue()))
+    write_text(path, buf.getvalue())
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    check = sub.add_parser("check", help="validate a params file")
+    check.add_argument("params", nargs="?", default="params.yaml")
+    sw = sub.add_parser("switch", help="merge a profile overlay into params.yaml")
+    sw.add_argument("overlay")
+    sw.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "check":
+            load_params(args.params)
+            print(f"{args.params}: valid")
+        else:
+            changed = switch(args.overlay, args.params)
+            print(f"{args.params}: {len(changed)} keys changed: {', '.join(changed) or 'none'}")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The DAG spec: the one place that says what each stage runs, reads, writes and which params keys it reads.
+
+The Snakefile builds its rules from these specs (rules/common.smk) and dvc.yaml is generated from them
+(`python -m pipeline.dag > dvc.yaml`; a test checks the committed file is current). Paths are templates:
+`{variant}` is a pretraining variant (Snakemake wildcard, DVC foreach key), `{dataset}` is data.dataset.
+Code dependencies are computed, not listed: every pipeline module a stage imports, found statically.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# pretrain keys other than the variant table: adding a variant must not rerun the others
+PRETRAIN_KEYS = tuple(f"pretrain.{k}" for k in (
+    "mask_ratio", "norm_pix_loss", "epochs", "warmup_epochs", "batch_size", "blr", "min_lr", "weight_decay",
+    "beta1", "beta2", "crop_scale_min", "hflip", "checkpoint_every"))
+RUNTIME_KEYS = ("runtime.device", "runtime.threads", "runtime.precision", "runtime.compile")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One DAG stage. `outs` are DVC-cached (checkpoints); `files` are small outputs kept in git."""
+
+    name: str
+    args: str
+    params: tuple[str, ...]
+    deps: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    per_variant: bool = False
+    threads: bool = True
+
+    @property
+    def module(self) -> str:
+        return f"pipeline.stages.{self.name}"
+
+    @property
+    def cmd(self) -> str:
+        return f"python -m {self.module} {self.args}"
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("prepare", "--out results/data/{dataset}",
+          params=("seed", "data"),
+          outs=("results/data/{dataset}/arrays.npz",),
+          files=("results/data/{dataset}/fewshot.json", "results/data/{dataset}/card.json")),
+    Stage("pretrain", "--variant {variant} --data results/data/{dataset} --out results/pretrain/{variant} "
+                      "--plots results/plots",
+          params=("seed", *RUNTIME_KEYS, "model", "pretrain.variants.{variant}", *PRETRAIN_KEYS),
+          deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json"),
+          outs=("results/pretrain/{variant}/model.pt",),
+          files=("results/plots/pretrain_curve/{variant}.csv",),
+          metrics=("results/pretrain/{variant}/metrics.json",),
+          per_variant=True),
+    Stage("probe", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
+                   "--out results/probe/{variant} --plots results/plots",
+          params=("seed", *RUNTIME_KEYS, "probe"),
+          deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
+                "results/pretrain/{variant}/model.pt"),
+          files=("results/probe/{variant}/blocks.json", "results/plots/knn_blocks/{variant}.csv"),
+          metrics=("results/probe/{variant}/metrics.json",),
+          per_variant=True),
+    Stage("report", "--probe results/probe --pretrain results/pretrain --out results/report",
+          params=("pretrain.variants",),
+          deps=("results/probe/{variant}/blocks.json", "results/pretrain/{variant}/metrics.json"),
+          files=("results/report/summary.csv", "results/report/summary.md", "results/report/knn_blocks.png"),
+          metrics=("results/report/metrics.json",)),
+)}
+
+# top-level DVC plots: a folder of per-variant CSVs each, drawn as one figure
+PLOTS = {
+    "results/plots/knn_blocks": {"x": "block", "y": ["cls", "mean_patch", "random_cls", "random_mean_patch"],
+                                 "title": "k-NN accuracy per block (validation split)"},
+    "results/plots/pretrain_curve": {"x": "epoch", "y": ["loss"], "title": "pretraining loss"},
+}
+
+
+def _module_file(module: str) -> Path | None:
+    rel = Path(*module.split("."))
+    for cand in (ROOT / rel.with_suffix(".py"), ROOT / rel / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def code_deps(module: str) -> list[str]:
+    """Every file of `pipeline` that `module` imports, transitively (static: no import runs), plus the schema."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # a module's packages run their __init__ too
+            f = _module_file(".".join(parts[:i]))
+            if f is None or f in seen:
+                continue
+            seen.add(f)
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+                    todo.append(node.module)
+                    todo.extend(f"{node.module}.{a.name}" for a in node.names)
+                elif isinstance(node, ast.Import):
+                    todo.extend(a.name for a in node.names if a.name.startswith("pipeline"))
+    files = {str(f.relative_to(ROOT)) for f in seen}
+    if "pipeline/config.py" in files:
+        files.add("pipeline/params.schema.yaml")
+    return sorted(files)
+
+
+def _dvc_path(template: str) -> str:
+    return template.replace("{dataset}", "${data.dataset}").replace("{variant}", "${key}")
+
+
+def dvc_stage(stage: Stage) -> dict:
+    """The dvc.yaml entry of `stage` (a foreach over pretrain.variants when it runs per variant)."""
+    deps = code_deps(stage.module)
+    for d in stage.deps:
+        # a stage over all variants depends on the folder that holds every variant's file
+        deps.append(_dvc_path(d.split("/{variant}")[0]) if "{variant}" in d and not stage.per_variant
+                    else _dvc_path(d))
+    body: dict = {"cmd": _dvc_path(stage.cmd), "deps": list(dict.fromkeys(deps)),
+                  "params": [_dvc_path(p) for p in stage.params]}
+    outs = [_dvc_path(o) for o in stage.outs] + [{_dvc_path(f): {"cache": False}} for f in stage.files]
+    if outs:
+        body["outs"] = outs
+    if stage.metrics:
+        body["metrics"] = [{_dvc_path(m): {"cache": False}} for m in stage.metrics]
+    if stage.per_variant:
+        return {"foreach": "${pretrain.variants}", "do": body}
+    return body
+
+
+def dvc_yaml() -> dict:
+    """The whole dvc.yaml document."""
+    return {"stages": {name: dvc_stage(s) for name, s in STAGES.items()},
+            "plots": [{path: props} for path, props in PLOTS.items()]}
+
+
+def main() -> int:
+    import yaml
+
+    header = "# Generated by `python -m pipeline.dag > dvc.yaml` from pipeline/dag.py; do not edit by hand.\n"
+    sys.stdout.write(header + yaml.safe_dump(dvc_yaml(), sort_keys=False, width=120))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Batched augmentation on tensors, so small datasets stay on the GPU with no host round trip."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                        hflip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """RandomResizedCrop + horizontal flip for a whole batch, one crop per image, at the input size.
+
+    Crops are drawn as in torchvision (area fraction uniform in `scale`, log-uniform aspect ratio), clipped to
+    the image, and resampled bilinearly through one affine grid.
+
+    Args:
+        images: [B, C, H, W] float.
+        scale: (min, max) area fraction of the crop.
+        ratio: (min, max) aspect ratio w/h.
+        hflip: flip each image with probability 1/2.
+        generator: torch generator on the images' device, for reproducible crops.
+    Returns:
+        [B, C, H, W] augmented images.
+    """
+    b, dev = images.shape[0], images.device
+    rand = torch.rand(b, 4, device=dev, generator=generator)
+    area = scale[0] + (scale[1] - scale[0]) * rand[:, 0]
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * rand[:, 1]
+    aspect = torch.exp(log_r)
+    # crop width/height as fractions of the image side, clipped to the image
+    w = torch.sqrt(area * aspect).clamp(max=1.0)
+    h = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (1 - w) * (2 * rand[:, 2] - 1)  # centre in [-1 + w, 1 - w] (grid units span 2)
+    cy = (1 - h) * (2 * rand[:, 3] - 1)
+    sx = w
+    if hflip:
+        flip = torch.rand(b, device=dev, generator=generator) < 0.5
+        sx = torch.where(flip, -w, w)
+    theta = torch.zeros(b, 2, 3, device=dev, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

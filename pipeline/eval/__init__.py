@@ -1,0 +1,1 @@
+"""Evaluation: tensors in, numbers out. Feature extraction is separate from the classifiers."""

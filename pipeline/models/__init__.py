@@ -1,0 +1,1 @@
+"""Models: the ViT encoder (timm blocks, per-block outputs), the MAE decoder and MFF fusion."""

@@ -1,0 +1,1 @@
+"""Objectives: pure loss functions on tensors (no state, no device, no dist calls)."""

@@ -1,0 +1,115 @@
+"""pretrain[variant]: MAE (or MFF-MAE) pretraining -> results/pretrain/<variant>/{model.pt, metrics.json}."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from dvclive import Live
+from tqdm import tqdm
+
+from pipeline.atomic import write_json, write_text
+from pipeline.data.loader import DeviceImages, epoch_order
+from pipeline.data.prepared import load_prepared
+from pipeline.errors import ConfigError
+from pipeline.models.mae import MaskedAutoencoder
+from pipeline.models.vit import ViTEncoder
+from pipeline.stages.runner import fingerprint, load_stage_params, run
+from pipeline.train import device as rt
+from pipeline.train.checkpoint import Checkpointer, save_checkpoint
+from pipeline.train.loop import fit
+from pipeline.train.mae_step import mae_step_fn
+from pipeline.train.optim import adamw
+from pipeline.train.schedules import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+def curve_csv(history: list[dict[str, float]]) -> str:
+    """Per-epoch records as CSV text (the training curve that `dvc plots` draws)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: f"{v:.6g}" for k, v in rec.items()} for rec in history)
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.pretrain", description=__doc__)
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--data", required=True, type=Path, help="results/data/<dataset>")
+    parser.add_argument("--out", required=True, type=Path, help="results/pretrain/<variant>")
+    parser.add_argument("--plots", required=True, type=Path, help="results/plots (curve goes to pretrain_curve/)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    p = load_stage_params("pretrain", args.params, args.variant)
+    run_cfg, model_cfg, pre = p["runtime"], p["model"], p["pretrain"]
+    fuse_blocks = pre["variants"][args.variant]["fuse_blocks"]
+
+    rt.set_threads(run_cfg["threads"])
+    rt.seed_everything(p["seed"])
+    device = rt.resolve_device(run_cfg["device"])
+    data = load_prepared(args.data)
+    train = DeviceImages(data.x["train"], data.y["train"], data.card["mean"], data.card["std"], device)
+    c, h, w = data.image_shape
+    encoder = ViTEncoder(h, model_cfg["patch_size"], c, model_cfg["embed_dim"], model_cfg["depth"],
+                         model_cfg["num_heads"], model_cfg["mlp_ratio"])
+    model = MaskedAutoencoder(encoder, model_cfg["decoder_embed_dim"], model_cfg["decoder_depth"],
+                              model_cfg["decoder_num_heads"], model_cfg["mlp_ratio"], fuse_blocks).to(device)
+    forward = torch.compile(model) if rt.use_compile(device, run_cfg["compile"]) else model
+
+    bs = pre["batch_size"]
+    steps_per_epoch = len(train) // bs
+    if steps_per_epoch == 0:
+        raise ConfigError(f"params: pretrain.batch_size={bs} exceeds the {len(train)} training images")
+    lr = pre["blr"] * bs / 256
+    total, warmup = pre["epochs"] * steps_per_epoch, pre["warmup_epochs"] * steps_per_epoch
+    log.info("lr %.3g (blr %.3g x batch %d / 256), %d steps/epoch, device %s", lr, pre["blr"], bs,
+             steps_per_epoch, device)
+    optimizer = adamw(model, pre["weight_decay"], (pre["beta1"], pre["beta2"]), device)
+    step_fn = mae_step_fn(model, forward, train, pre["mask_ratio"], pre["norm_pix_loss"], pre["crop_scale_min"],
+                          pre["hflip"])
+    ckpt = Checkpointer(args.out / "resume.pt", fingerprint(p, args.variant, data.card["sha256"]))
+
+    # DVCLive must neither edit dvc.yaml nor save an experiment (reference/pipeline.md 2.4)
+    live = Live(dir=str(args.out / "live"), resume=ckpt.path.exists(), dvcyaml=False, save_dvc_exp=False,
+                report=None)
+    bar = tqdm(total=total * bs, unit="img", desc=f"pretrain {args.variant}", mininterval=2, file=sys.stderr)
+
+    def on_epoch(rec: dict[str, float]) -> None:
+        for k, v in rec.items():
+            if k not in ("epoch", "step"):
+                live.log_metric(f"train/{k}", v)
+        live.next_step()
+        bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        log.info("epoch %d: %s", rec["epoch"], {k: round(v, 5) for k, v in rec.items()})
+
+    result = fit(model, step_fn,
+                 lambda epoch: epoch_order(len(train), bs, p["seed"], epoch, device),
+                 optimizer, lambda s: warmup_cosine(s, total, warmup, lr, pre["min_lr"]), pre["epochs"], p["seed"],
+                 checkpointer=ckpt, checkpoint_every=pre["checkpoint_every"],
+                 autocast=lambda: rt.autocast(device, run_cfg["precision"]), on_step=bar.update, on_epoch=on_epoch)
+    bar.close()
+    live.end()
+
+    last = result.history[-1]
+    weights = model.fusion_weights()
+    save_checkpoint(args.out / "model.pt", {
+        "arch": dict(encoder.arch), "variant": args.variant, "fuse_blocks": list(fuse_blocks),
+        "encoder": {k: v.cpu() for k, v in encoder.state_dict().items()},
+        "model": {k: v.cpu() for k, v in model.state_dict().items()}})
+    write_text(args.plots / "pretrain_curve" / f"{args.variant}.csv", curve_csv(result.history))
+    write_json(args.out / "metrics.json", {
+        "loss": round(last["loss"], 6), "epochs": pre["epochs"], "steps": result.steps,
+        "images_per_s": round(last["images_per_s"], 1), "resumed_from_epoch": result.resumed_from_epoch,
+        "fusion_weights": {str(b): round(w, 6) for b, w in zip(fuse_blocks, weights)}})
+    ckpt.clear()
+    log.info("wrote %s/model.pt (final loss %.4f)", args.out, last["loss"])
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

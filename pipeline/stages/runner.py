@@ -1,0 +1,57 @@
+"""What every stage does at its edge: logging, params loading, the one-line error, the exit code."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from pipeline import config
+from pipeline.dag import STAGES
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("pipeline")
+
+
+def code_version() -> str:
+    """The git commit of the code (with '+dirty' if the worktree differs), or 'unknown' outside git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pipeline"], capture_output=True, text=True,
+                               timeout=5, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev or "unknown") + ("+dirty" if dirty else "")
+
+
+def load_stage_params(stage: str, path: str, variant: str | None = None) -> dict:
+    """Validate the params file and return only the keys stage `stage` declares (with {variant} filled in)."""
+    params = config.load_params(path)
+    if variant is not None:
+        config.check_variant(params, variant)
+    keys = [k.replace("{variant}", variant or "") for k in STAGES[stage].params]
+    selected = config.select(params, keys)
+    log.info("stage %s%s | code %s | params %s", stage, f"@{variant}" if variant else "", code_version(),
+             json.dumps(selected, sort_keys=True))
+    return selected
+
+
+def fingerprint(*parts: object) -> str:
+    """A short stable hash of JSON-able parts (params, input hashes): tags resumable checkpoints."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
+    """Run a stage's main; a PipelineError becomes one 'error:' line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        main(argv)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

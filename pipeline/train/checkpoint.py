@@ -1,0 +1,84 @@
+"""Checkpoints hold state_dicts and primitives only; they are written atomically and read with weights_only."""
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from pipeline.atomic import atomic_path
+from pipeline.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """torch.save `state` to a temporary name, then rename onto `path`."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True (no code runs from the file).
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt, or it carries pickled objects beyond tensors/primitives.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused, it holds more than weights and primitives "
+                              f"({str(err).splitlines()[0][:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(err).__name__})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict of state, found {type(state).__name__}")
+    return state
+
+
+def load_module_state(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state_dict` strictly, turning a key or shape mismatch into a one-line CheckpointError."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    if missing or unexpected or shapes:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                  else f"shape of {shapes[0]}: {tuple(state_dict[shapes[0]].shape)} vs {tuple(own[shapes[0]].shape)}")
+        raise CheckpointError(f"{source}: checkpoint does not fit the model architecture ({detail})")
+    module.load_state_dict(state_dict)
+
+
+class Checkpointer:
+    """The resumable training state of one run, tagged with a fingerprint of what defines the run.
+
+    Args:
+        path: where the resume checkpoint lives (not a declared DAG output, so neither tool deletes it).
+        fingerprint: a hash of the params and inputs; a checkpoint with another fingerprint is ignored.
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str):
+        self.path, self.fingerprint = Path(path), fingerprint
+
+    def save(self, state: dict[str, Any]) -> None:
+        save_checkpoint(self.path, {**state, "fingerprint": self.fingerprint})
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state if it belongs to this run; None if there is none or it is of another run."""
+        if not self.path.is_file():
+            return None
+        state = load_checkpoint(self.path)
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("ignoring %s: it belongs to other params or inputs; starting fresh", self.path)
+            return None
+        return state
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
