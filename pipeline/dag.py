@@ -14,11 +14,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# pretrain keys other than the variant table: adding a variant must not rerun the others
-PRETRAIN_KEYS = tuple(f"pretrain.{k}" for k in (
-    "mask_ratio", "norm_pix_loss", "epochs", "warmup_epochs", "batch_size", "blr", "min_lr", "weight_decay",
-    "beta1", "beta2", "crop_scale_min", "hflip", "checkpoint_every"))
-RUNTIME_KEYS = ("runtime.device", "runtime.threads", "runtime.precision", "runtime.compile")
 
 
 @dataclass(frozen=True)
@@ -27,17 +22,20 @@ class Stage:
 
     name: str
     args: str
-    params: tuple[str, ...]
     deps: tuple[str, ...] = ()
     outs: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     per_variant: bool = False
-    threads: bool = True
 
     @property
     def module(self) -> str:
         return f"pipeline.stages.{self.name}"
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The stage module's PARAMS tuple, read from its source without importing it (torch stays unloaded)."""
+        return stage_params_keys(self.module)
 
     @property
     def cmd(self) -> str:
@@ -46,12 +44,10 @@ class Stage:
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("prepare", "--out results/data/{dataset}",
-          params=("seed", "data"),
           outs=("results/data/{dataset}/arrays.npz",),
           files=("results/data/{dataset}/fewshot.json", "results/data/{dataset}/card.json")),
     Stage("pretrain", "--variant {variant} --data results/data/{dataset} --out results/pretrain/{variant} "
                       "--plots results/plots",
-          params=("seed", *RUNTIME_KEYS, "model", "pretrain.variants.{variant}", *PRETRAIN_KEYS),
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json"),
           outs=("results/pretrain/{variant}/model.pt",),
           files=("results/plots/pretrain_curve/{variant}.csv",),
@@ -59,14 +55,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           per_variant=True),
     Stage("probe", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
                    "--out results/probe/{variant} --plots results/plots",
-          params=("seed", *RUNTIME_KEYS, "probe"),
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/pretrain/{variant}/model.pt"),
           files=("results/probe/{variant}/blocks.json", "results/plots/knn_blocks/{variant}.csv"),
           metrics=("results/probe/{variant}/metrics.json",),
           per_variant=True),
     Stage("report", "--probe results/probe --pretrain results/pretrain --out results/report",
-          params=("pretrain.variants",),
           deps=("results/probe/{variant}/blocks.json", "results/pretrain/{variant}/metrics.json"),
           files=("results/report/summary.csv", "results/report/summary.md", "results/report/knn_blocks.png"),
           metrics=("results/report/metrics.json",)),
@@ -86,6 +80,15 @@ def _module_file(module: str) -> Path | None:
         if cand.is_file():
             return cand
     return None
+
+
+def stage_params_keys(module: str) -> tuple[str, ...]:
+    """The literal `PARAMS = (...)` tuple at the top level of a stage module."""
+    tree = ast.parse(_module_file(module).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["PARAMS"]:
+            return tuple(ast.literal_eval(node.value))
+    raise LookupError(f"{module} declares no PARAMS tuple")
 
 
 def code_deps(module: str) -> list[str]:

@@ -13,13 +13,16 @@ from pipeline.stages.runner import load_stage_params, run
 
 log = logging.getLogger(__name__)
 
+# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+PARAMS = ("seed", "data")
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.stages.prepare", description=__doc__)
     parser.add_argument("--out", required=True, type=Path, help="results/data/<dataset>")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    p = load_stage_params("prepare", args.params)
+    p = load_stage_params("prepare", PARAMS, args.params)
     seed, data = p["seed"], p["data"]
 
     src = load_source(data["dataset"], data["root"], data["image_size"])

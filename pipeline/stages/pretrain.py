@@ -28,6 +28,15 @@ from pipeline.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
+# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+PARAMS = (
+    "seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "model",
+    "pretrain.variants.{variant}",  # only this variant's entry: adding a variant reruns no other
+    "pretrain.mask_ratio", "pretrain.norm_pix_loss", "pretrain.epochs", "pretrain.warmup_epochs",
+    "pretrain.batch_size", "pretrain.blr", "pretrain.min_lr", "pretrain.weight_decay", "pretrain.beta1",
+    "pretrain.beta2", "pretrain.crop_scale_min", "pretrain.hflip", "pretrain.checkpoint_every",
+)
+
 
 def curve_csv(history: list[dict[str, float]]) -> str:
     """Per-epoch records as CSV text (the training curve that `dvc plots` draws)."""
@@ -46,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plots", required=True, type=Path, help="results/plots (curve goes to pretrain_curve/)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    p = load_stage_params("pretrain", args.params, args.variant)
+    p = load_stage_params("pretrain", PARAMS, args.params, args.variant)
     run_cfg, model_cfg, pre = p["runtime"], p["model"], p["pretrain"]
     fuse_blocks = pre["variants"][args.variant]["fuse_blocks"]
 
@@ -102,10 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         "arch": dict(encoder.arch), "variant": args.variant, "fuse_blocks": list(fuse_blocks),
         "encoder": {k: v.cpu() for k, v in encoder.state_dict().items()},
         "model": {k: v.cpu() for k, v in model.state_dict().items()}})
-    write_text(args.plots / "pretrain_curve" / f"{args.variant}.csv", curve_csv(result.history))
+    # timings go to the log and DVCLive only: reruns must write identical bytes
+    curve = [{k: v for k, v in rec.items() if k != "images_per_s"} for rec in result.history]
+    write_text(args.plots / "pretrain_curve" / f"{args.variant}.csv", curve_csv(curve))
     write_json(args.out / "metrics.json", {
         "loss": round(last["loss"], 6), "epochs": pre["epochs"], "steps": result.steps,
-        "images_per_s": round(last["images_per_s"], 1), "resumed_from_epoch": result.resumed_from_epoch,
         "fusion_weights": {str(b): round(w, 6) for b, w in zip(fuse_blocks, weights)}})
     ckpt.clear()
     log.info("wrote %s/model.pt (final loss %.4f)", args.out, last["loss"])

@@ -26,6 +26,9 @@ from pipeline.train.checkpoint import load_checkpoint, load_module_state
 
 log = logging.getLogger(__name__)
 
+# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "probe")
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.stages.probe", description=__doc__.splitlines()[0])
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plots", required=True, type=Path, help="results/plots (curve goes to knn_blocks/)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    p = load_stage_params("probe", args.params, args.variant)
+    p = load_stage_params("probe", PARAMS, args.params, args.variant)
     run_cfg, cfg = p["runtime"], p["probe"]
 
     rt.set_threads(run_cfg["threads"])
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.out / "blocks.json", {
         "variant": args.variant, "rows": rows, "depth": depth, "select": cfg["select"],
         "select_feature": cfg["select_feature"], "bank_size": len(bank), "val_size": len(val)})
-    metrics = {"depth": depth, "seconds": round(seconds["pretrained"], 2)}
+    metrics = {"depth": depth}  # no timings here: reruns must write identical bytes
     for pool in POOLS:
         best = max(blocks, key=lambda b: (pre[pool][b], -b))
         metrics.update({f"knn_{pool}_best": round(pre[pool][best], 6), f"knn_{pool}_best_block": best,

@@ -15,6 +15,9 @@ from pipeline.stages.runner import load_stage_params, run
 
 log = logging.getLogger(__name__)
 
+# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+PARAMS = ("pretrain.variants",)
+
 
 def read_json(path: Path) -> dict:
     if not path.is_file():
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="results/report")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    variants = list(load_stage_params("report", args.params)["pretrain"]["variants"])
+    variants = list(load_stage_params("report", PARAMS, args.params)["pretrain"]["variants"])
 
     probes = {v: read_json(args.probe / v / "blocks.json") for v in variants}
     pretrains = {v: read_json(args.pretrain / v / "metrics.json") for v in variants}

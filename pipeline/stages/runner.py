@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline import config
-from pipeline.dag import STAGES
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
@@ -28,12 +27,12 @@ def code_version() -> str:
     return (rev or "unknown") + ("+dirty" if dirty else "")
 
 
-def load_stage_params(stage: str, path: str, variant: str | None = None) -> dict:
-    """Validate the params file and return only the keys stage `stage` declares (with {variant} filled in)."""
+def load_stage_params(stage: str, keys: tuple[str, ...], path: str, variant: str | None = None) -> dict:
+    """Validate the params file and return only the stage's declared `keys` (with {variant} filled in)."""
     params = config.load_params(path)
     if variant is not None:
         config.check_variant(params, variant)
-    keys = [k.replace("{variant}", variant or "") for k in STAGES[stage].params]
+    keys = [k.replace("{variant}", variant or "") for k in keys]
     selected = config.select(params, keys)
     log.info("stage %s%s | code %s | params %s", stage, f"@{variant}" if variant else "", code_version(),
              json.dumps(selected, sort_keys=True))

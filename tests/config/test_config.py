@@ -1,0 +1,80 @@
+"""params.yaml validation: one clear line naming the key, and the overlay switch."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipeline import config
+from pipeline.errors import ConfigError
+from tests.conftest import REPO, write_params
+
+
+def test_load_params__repo_defaults_are_valid():
+    assert config.load_params(REPO / "params.yaml")["data"]["dataset"] == "fashion_mnist"
+
+
+def test_load_params__gpu_profile_overlay_is_valid(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    changed = config.switch(REPO / "profiles" / "gpu" / "params.yaml", target)
+    assert "model.embed_dim" in changed
+    assert config.load_params(target)["runtime"]["device"] == "cuda"
+    assert "# The one experiment definition" in target.read_text()  # comments survive the switch
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda p: p["probe"].update(kk=3), "unknown key 'probe.kk'"),
+    (lambda p: p["pretrain"].update(mask_ratio=1.5), "pretrain.mask_ratio = 1.5"),
+    (lambda p: p["pretrain"].update(mask_ratio=0.0), "pretrain.mask_ratio = 0.0"),
+    (lambda p: p["pretrain"].update(blr="1e-3"), "pretrain.blr = '1e-3' is read as a string"),
+    (lambda p: p["probe"].update(k="twenty"), "probe.k = 'twenty'"),
+    (lambda p: p["model"].update(num_heads=5), "model.embed_dim=32 is not divisible by model.num_heads=5"),
+    (lambda p: p["pretrain"]["variants"]["mff"].update(fuse_blocks=[0, 1]), "end with the last block 2"),
+    (lambda p: p["data"].update(dataset="mnist"), "data.dataset = 'mnist'"),
+])
+def test_load_params__bad_value_names_the_key(tmp_path, params, edit, needle):
+    edit(params)
+    with pytest.raises(ConfigError) as err:
+        config.load_params(write_params(tmp_path / "params.yaml", params))
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_load_params__float_written_1e_minus_3_is_a_string_under_pyyaml(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("blr: 1.5e-3", "blr: 1.5e-3".replace("1.5e-3", "15e-4"))
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="pretrain.blr = '15e-4' is read as a string"):
+        config.load_params(tmp_path / "params.yaml")
+
+
+def test_load_params__missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load_params(tmp_path / "nope.yaml")
+
+
+def test_check_variant__misspelled_lists_the_known(params):
+    with pytest.raises(ConfigError, match=r"unknown variant 'mea' \(pretrain.variants has: mae, mff\)"):
+        config.check_variant(params, "mea")
+
+
+def test_select__returns_only_declared_keys(params):
+    out = config.select(params, ["seed", "pretrain.variants.mff", "probe.k"])
+    assert out == {"seed": 0, "pretrain": {"variants": {"mff": {"fuse_blocks": [0, 2]}}}, "probe": {"k": 20}}
+
+
+def test_every_float_in_params_is_a_float_in_both_yaml_versions():
+    from ruamel.yaml import YAML  # YAML 1.2, as DVC reads it
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield prefix + k, v
+
+    for path in (REPO / "params.yaml", REPO / "profiles" / "gpu" / "params.yaml"):
+        text = path.read_text()
+        v11 = dict(leaves(yaml.safe_load(text)))
+        v12 = dict(leaves(YAML(typ="safe").load(text)))
+        for key, value in v12.items():
+            assert type(v11[key]) is type(value), f"{path.name}: {key} reads as {v11[key]!r} vs {value!r}"
