@@ -1,0 +1,112 @@
+"""Each stage's CLI on tiny digits: outputs, exact reruns, resume after SIGKILL, one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_stage, write_params
+
+
+@pytest.fixture
+def work(tmp_path, params, digits_dir) -> Path:
+    """A work dir with the tiny params and the prepared digits linked in."""
+    write_params(tmp_path / "params.yaml", params)
+    (tmp_path / "results" / "data").mkdir(parents=True)
+    (tmp_path / "results" / "data" / "digits").symlink_to(digits_dir)
+    return tmp_path
+
+
+PRETRAIN = ["--variant", "mae", "--data", "results/data/digits", "--out", "results/pretrain/mae",
+            "--plots", "results/plots"]
+PROBE = ["--variant", "mae", "--data", "results/data/digits", "--model", "results/pretrain/mae/model.pt",
+         "--out", "results/probe/mae", "--plots", "results/plots"]
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_prepare__card_splits_and_fewshot(digits_dir):
+    card = json.loads((digits_dir / "card.json").read_text())
+    assert card["counts"] == {"train": 1137, "val": 300, "test": 360}
+    assert sum(card["counts_per_class"]["val"]) == 300 and len(card["sha256"]) == 6
+    shots = json.loads((digits_dir / "fewshot.json").read_text())
+    assert sorted(shots) == ["1", "2"] and len(shots["2"]["1"]) == 20
+
+
+def test_pretrain_probe__outputs_and_exact_rerun(work):
+    run_stage("pretrain", PRETRAIN, work)
+    first = {p: (work / p).read_bytes() for p in ("results/pretrain/mae/model.pt",
+                                                   "results/pretrain/mae/metrics.json",
+                                                   "results/plots/pretrain_curve/mae.csv")}
+    assert not (work / "results/pretrain/mae/resume.pt").exists()
+    run_stage("pretrain", PRETRAIN, work)
+    for path, data in first.items():
+        assert (work / path).read_bytes() == data, f"{path} differs on rerun"
+    run_stage("probe", PROBE, work)
+    blocks = json.loads((work / "results/probe/mae/blocks.json").read_text())
+    assert [r["block"] for r in blocks["rows"]] == [0, 1, 2] and 1 <= blocks["depth"] <= 3
+    assert all(0 <= r[k] <= 1 for r in blocks["rows"] for k in ("cls", "mean_patch", "random_cls"))
+    header = (work / "results/plots/knn_blocks/mae.csv").read_text().splitlines()[0]
+    assert header == "block,cls,mean_patch,random_cls,random_mean_patch"
+
+
+def test_pretrain__resumes_after_sigkill_with_same_result(work, params):
+    params["pretrain"].update(epochs=6)
+    write_params(work / "params.yaml", params)
+    run_stage("pretrain", PRETRAIN, work)
+    reference = (work / "results/pretrain/mae/model.pt").read_bytes()
+    reference_metrics = (work / "results/pretrain/mae/metrics.json").read_bytes()
+    (work / "results/pretrain/mae/model.pt").unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.stages.pretrain", *PRETRAIN], cwd=work,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    resume = work / "results/pretrain/mae/resume.pt"
+    deadline = time.time() + 120
+    while not resume.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert resume.exists() and not (work / "results/pretrain/mae/model.pt").exists()
+    proc = run_stage("pretrain", PRETRAIN, work)
+    assert "resumed from" in proc.stderr
+    assert (work / "results/pretrain/mae/model.pt").read_bytes() == reference
+    assert (work / "results/pretrain/mae/metrics.json").read_bytes() == reference_metrics
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--variant", "mea", *PRETRAIN[2:]], "params: unknown variant 'mea' (pretrain.variants has: mae, mff)"),
+    ([*PRETRAIN[:2], "--data", "results/data/cifar10", *PRETRAIN[4:]],
+     "prepared dataset incomplete: results/data/cifar10/arrays.npz is missing (run the prepare stage)"),
+])
+def test_pretrain__bad_input_one_line(work, args, needle):
+    proc = run_stage("pretrain", args, work, check=False)
+    assert proc.returncode == 2
+    assert error_lines(proc) == [f"error: {needle}"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_stage__float_written_as_string(work):
+    text = (work / "params.yaml").read_text().replace("temperature: 0.07", "temperature: 7e-2")
+    (work / "params.yaml").write_text(text)
+    proc = run_stage("probe", PROBE, work, check=False)
+    assert proc.returncode == 2
+    assert error_lines(proc) == ["error: params: probe.temperature = '7e-2' is read as a string; write floats "
+                                 "with a dot and a signed exponent, e.g. 1.0e-3"]
+
+
+def test_probe__corrupt_checkpoint(work):
+    (work / "results/pretrain/mae").mkdir(parents=True)
+    (work / "results/pretrain/mae/model.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    proc = run_stage("probe", PROBE, work, check=False)
+    assert proc.returncode == 2
+    assert error_lines(proc) == ["error: results/pretrain/mae/model.pt: corrupt or truncated checkpoint "
+                                 "(RuntimeError)"]
+    assert not (work / "results/probe/mae/metrics.json").exists()
