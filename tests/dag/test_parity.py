@@ -1,0 +1,109 @@
+"""Snakefile and dvc.yaml describe the same DAG: same jobs, commands, deps, outs and params keys."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import dag
+from tests.conftest import REPO, copy_project, tiny_params, write_params
+
+BIN = Path(sys.executable).parent
+LOG_REDIRECT = " > {log} 2>&1"
+
+
+def tool(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """The project with the tiny two-variant params, as a git + DVC repo."""
+    root = copy_project(tmp_path_factory.mktemp("parity"))
+    write_params(root / "params.yaml", tiny_params())
+    tool(["git", "init", "-q"], root)
+    tool(["dvc", "init", "-q"], root)
+    return root
+
+
+def snakemake_jobs(root: Path) -> dict[str, dict]:
+    """Jobs keyed by command (log redirect removed), parsed from `snakemake -n -p --forceall`."""
+    text = tool(["snakemake", "-n", "-p", "--forceall", "--cores", "1"], root).stdout
+    jobs: dict[str, dict] = {}
+    for block in text.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        fields = dict(line.strip().split(": ", 1) for line in block.splitlines()[1:]
+                      if line.startswith("    ") and ": " in line)
+        if rule == "all":
+            continue
+        cmd = block.split("Shell command: ", 1)[1].splitlines()[0]
+        cmd = cmd.replace(LOG_REDIRECT.format(log=fields["log"]), "")
+        jobs[cmd] = {"rule": rule, "outs": set(fields["output"].split(", ")), "deps": set(fields["input"].split(", "))}
+    return jobs
+
+
+def dvc_stages(root: Path) -> dict[str, dict]:
+    """Stages keyed by command, from DVC's own parse of dvc.yaml (foreach expanded)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    stages = {}
+    with Repo(str(root)) as repo:
+        for st in repo.index.stages:
+            params = [k for d in st.deps if isinstance(d, ParamsDependency) for k in d.params]
+            stages[st.cmd] = {"name": st.name, "outs": {o.def_path for o in st.outs}, "params": params,
+                              "deps": {d.def_path for d in st.deps if not isinstance(d, ParamsDependency)}}
+    return stages
+
+
+def test_dvc_yaml__is_generated_from_the_spec():
+    generated = subprocess.run([sys.executable, "-m", "pipeline.dag"], cwd=REPO, capture_output=True, text=True,
+                               check=True).stdout
+    assert (REPO / "dvc.yaml").read_text() == generated, "run `python -m pipeline.dag > dvc.yaml`"
+
+
+def test_parity__same_jobs_commands_outs_and_deps(project):
+    smk, dvc = snakemake_jobs(project), dvc_stages(project)
+    assert set(smk) == set(dvc), "commands differ between Snakemake and DVC"
+    assert sorted(s["name"] for s in dvc.values()) == ["prepare", "pretrain@mae", "pretrain@mff", "probe@mae",
+                                                       "probe@mff", "report"]
+    for cmd, stage in dvc.items():
+        job = smk[cmd]
+        assert job["rule"] == stage["name"].split("@")[0]
+        assert job["outs"] == stage["outs"], stage["name"]
+        # DVC cannot list one file per variant in an all-variant stage; it depends on their folder instead
+        folders = {d for d in stage["deps"] if (project / d).suffix == ""}
+        assert stage["deps"] - folders <= job["deps"], stage["name"]
+        for dep in job["deps"] - stage["deps"]:
+            assert any(dep.startswith(f + "/") for f in folders), f"{stage['name']}: {dep} missing in dvc.yaml"
+
+
+def test_parity__dvc_params_are_the_keys_each_stage_declares(project):
+    for stage in dvc_stages(project).values():
+        name, _, variant = stage["name"].partition("@")
+        declared = [k.replace("{variant}", variant) for k in dag.STAGES[name].params]
+        assert stage["params"] == declared, stage["name"]
+
+
+def test_code_deps__cover_every_pipeline_module_a_stage_imports():
+    for name, stage in dag.STAGES.items():
+        probe = (f"import sys, {stage.module}; print('\\n'.join(sorted(m.__file__ for m in list(sys.modules.values()) "
+                 f"if getattr(m, '__name__', '').startswith('pipeline') and getattr(m, '__file__', None))))")
+        out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+        imported = {str(Path(f).relative_to(REPO)) for f in out.stdout.split()}
+        assert imported <= set(dag.code_deps(stage.module)), f"{name}: undeclared {imported - set(dag.code_deps(stage.module))}"
+
+
+def test_snakemake__lint_and_dry_run_pass_on_the_repo_params(tmp_path):
+    root = copy_project(tmp_path)
+    lint = tool(["snakemake", "--lint"], root)
+    assert "Congratulations" in lint.stdout + lint.stderr
+    out = tool(["snakemake", "-n", "--cores", "2"], root).stdout
+    assert "prepare" in out and "pretrain" in out and "report" in out
