@@ -71,6 +71,7 @@ PLOTS = {
     "results/plots/knn_blocks": {"x": "block", "y": ["cls", "mean_patch", "random_cls", "random_mean_patch"],
                                  "title": "k-NN accuracy per block (validation split)"},
     "results/plots/pretrain_curve": {"x": "epoch", "y": ["loss"], "title": "pretraining loss"},
+    "results/report/knn_blocks.png": {},
 }
 
 
@@ -141,7 +142,7 @@ def dvc_stage(stage: Stage) -> dict:
 def dvc_yaml() -> dict:
     """The whole dvc.yaml document."""
     return {"stages": {name: dvc_stage(s) for name, s in STAGES.items()},
-            "plots": [{path: props} for path, props in PLOTS.items()]}
+            "plots": [{path: props} if props else path for path, props in PLOTS.items()]}
 
 
 def main() -> int:
