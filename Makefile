@@ -1,0 +1,46 @@
+# Two commands on a fresh machine:  `make run` (install + run the pipeline) and `make test` (install + tests).
+# Other targets: `make repro` (the same DAG through DVC), `make gpu` (switch params.yaml to the GPU profile).
+# Runs that change results/ take .pipeline.lock, so two runs in one workspace cannot interleave.
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum envs/requirements.txt | cut -c1-12)
+LOCKED = flock -n -E 75 .pipeline.lock
+LOCK_HELD = rc=$$?; [ $$rc = 75 ] && echo "error: another run holds .pipeline.lock in this workspace" >&2; exit $$rc
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup run repro test gpu lint
+
+$(STAMP): envs/requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r envs/requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Debian's dataset-fashion-mnist when apt is usable; otherwise prepare falls back to the torchvision download
+$(FASHION_MNIST):
+	-@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
+	  echo "note: $(FASHION_MNIST) not installed; prepare will try the torchvision download"
+
+setup: $(STAMP) $(FASHION_MNIST)
+	@[ -d .git ] || (git init -q && git add -A && git commit -qm "initial" >/dev/null)
+	@[ -d .dvc ] || $(BIN)/dvc init -q
+
+# Snakemake runs the DAG; `dvc commit -f` then records the hashes so `dvc repro` / `dvc status` agree
+run: setup
+	@$(LOCKED) sh -c '. $(BIN)/activate && snakemake --cores all && dvc commit -f -q' || { $(LOCK_HELD); }
+
+# DVC runs the DAG; `snakemake --touch` then records provenance so Snakemake sees later params changes
+repro: setup
+	@$(LOCKED) sh -c '. $(BIN)/activate && dvc repro && snakemake --touch --cores 1 -q' || { $(LOCK_HELD); }
+
+test: $(STAMP) $(FASHION_MNIST)
+	. $(BIN)/activate && python -m pytest -q -p no:cacheprovider --timeout 900 tests
+
+gpu: $(STAMP)
+	$(BIN)/python -m pipeline.config switch profiles/gpu/params.yaml
+
+lint: $(STAMP)
+	. $(BIN)/activate && snakemake --lint && python -m pipeline.config check
