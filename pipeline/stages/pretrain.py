@@ -87,7 +87,6 @@ def main(argv: list[str] | None = None) -> None:
     # DVCLive must neither edit dvc.yaml nor save an experiment (reference/pipeline.md 2.4)
     live = Live(dir=str(args.out / "live"), resume=ckpt.path.exists(), dvcyaml=False, save_dvc_exp=False,
                 report=None)
-    bar = tqdm(total=total * bs, unit="img", desc=f"pretrain {args.variant}", mininterval=2, file=sys.stderr)
 
     def on_epoch(rec: dict[str, float]) -> None:
         for k, v in rec.items():
@@ -97,12 +96,14 @@ def main(argv: list[str] | None = None) -> None:
         bar.set_postfix(loss=f"{rec['loss']:.4f}")
         log.info("epoch %d: %s", rec["epoch"], {k: round(v, 5) for k, v in rec.items()})
 
-    result = fit(model, step_fn,
-                 lambda epoch: epoch_order(len(train), bs, p["seed"], epoch, device),
-                 optimizer, lambda s: warmup_cosine(s, total, warmup, lr, pre["min_lr"]), pre["epochs"], p["seed"],
-                 checkpointer=ckpt, checkpoint_every=pre["checkpoint_every"],
-                 autocast=lambda: rt.autocast(device, run_cfg["precision"]), on_step=bar.update, on_epoch=on_epoch)
-    bar.close()
+    # the bar is closed on any exit, so an error line starts on a line of its own
+    with tqdm(total=total * bs, unit="img", desc=f"pretrain {args.variant}", mininterval=2, file=sys.stderr) as bar:
+        result = fit(model, step_fn,
+                     lambda epoch: epoch_order(len(train), bs, p["seed"], epoch, device),
+                     optimizer, lambda s: warmup_cosine(s, total, warmup, lr, pre["min_lr"]), pre["epochs"],
+                     p["seed"], checkpointer=ckpt, checkpoint_every=pre["checkpoint_every"],
+                     autocast=lambda: rt.autocast(device, run_cfg["precision"]), on_step=bar.update,
+                     on_epoch=on_epoch)
     live.end()
 
     last = result.history[-1]

@@ -1,6 +1,7 @@
 """What every stage does at its edge: logging, params loading, the one-line error, the exit code."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -11,6 +12,7 @@ from typing import Callable
 
 from pipeline import config
 from pipeline.errors import PipelineError
+from pipeline.lock import output_lock
 
 log = logging.getLogger("pipeline")
 
@@ -44,12 +46,27 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _option(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
-    """Run a stage's main; a PipelineError becomes one 'error:' line on stderr and exit code 2."""
+    """Run a stage's main under the lock of its --out folder.
+
+    A PipelineError (a bad param, missing data, a held lock...) becomes one 'error:' line on stderr and exit code 2.
+    """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    out = _option(argv, "--out")
     try:
-        main(argv)
+        with output_lock(out) if out else contextlib.nullcontext():
+            main(argv)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

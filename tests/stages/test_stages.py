@@ -110,3 +110,17 @@ def test_probe__corrupt_checkpoint(work):
     assert error_lines(proc) == ["error: results/pretrain/mae/model.pt: corrupt or truncated checkpoint "
                                  "(RuntimeError)"]
     assert not (work / "results/probe/mae/metrics.json").exists()
+
+
+def test_prepare__fashion_mnist_subset_from_debian_package(tmp_path, params):
+    from pipeline.data.sources import DEBIAN_FASHION_MNIST
+
+    if not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"{DEBIAN_FASHION_MNIST} not installed (make test installs Debian's dataset-fashion-mnist)")
+    params["data"].update(dataset="fashion_mnist", val_size=1000, train_limit=2000, test_limit=500)
+    write_params(tmp_path / "params.yaml", params)
+    run_stage("prepare", ["--out", "results/data/fashion_mnist"], tmp_path)
+    card = json.loads((tmp_path / "results/data/fashion_mnist/card.json").read_text())
+    assert card["counts"] == {"train": 2000, "val": 1000, "test": 500} and card["shape"] == [28, 28, 1]
+    assert card["counts_per_class"]["val"] == [100] * 10 and card["classes"][0] == "t-shirt"
+    assert 0.25 < card["mean"][0] < 0.32  # Fashion-MNIST's pixel mean is about 0.286
