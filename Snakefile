@@ -63,6 +63,60 @@ rule probe:
         stage_shell("probe")
 
 
+rule analyze:
+    input:
+        stage_inputs("analyze"),
+    output:
+        stage_outputs("analyze"),
+    params:
+        values=stage_params("analyze"),
+    log:
+        "logs/analyze/{variant}.log",
+    threads: THREADS
+    resources:
+        gpu=1 if PARAMS["runtime"]["device"] != "cpu" else 0,
+    conda:
+        CONDA_ENV
+    shell:
+        stage_shell("analyze")
+
+
+rule evaluate:
+    input:
+        stage_inputs("evaluate"),
+    output:
+        stage_outputs("evaluate"),
+    params:
+        values=stage_params("evaluate"),
+    log:
+        "logs/evaluate/{variant}.log",
+    threads: THREADS
+    resources:
+        gpu=1 if PARAMS["runtime"]["device"] != "cpu" else 0,
+    conda:
+        CONDA_ENV
+    shell:
+        stage_shell("evaluate")
+
+
+rule baselines:
+    input:
+        stage_inputs("baselines"),
+    output:
+        stage_outputs("baselines"),
+    params:
+        values=stage_params("baselines"),
+    log:
+        "logs/baselines.log",
+    threads: THREADS
+    resources:
+        gpu=1 if PARAMS["runtime"]["device"] != "cpu" else 0,
+    conda:
+        CONDA_ENV
+    shell:
+        stage_shell("baselines")
+
+
 rule report:
     input:
         stage_inputs("report"),

@@ -60,18 +60,45 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           files=("results/probe/{variant}/blocks.json", "results/plots/knn_blocks/{variant}.csv"),
           metrics=("results/probe/{variant}/metrics.json",),
           per_variant=True),
-    Stage("report", "--probe results/probe --pretrain results/pretrain --out results/report",
-          deps=("results/probe/{variant}/blocks.json", "results/pretrain/{variant}/metrics.json"),
-          files=("results/report/summary.csv", "results/report/summary.md", "results/report/knn_blocks.png"),
+    Stage("analyze", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
+                     "--out results/analyze/{variant}",
+          deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
+                "results/pretrain/{variant}/model.pt"),
+          files=("results/analyze/{variant}/frequency.csv", "results/analyze/{variant}/frequency.json"),
+          per_variant=True),
+    Stage("evaluate", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
+                      "--out results/evaluate/{variant}",
+          deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
+                "results/data/{dataset}/fewshot.json", "results/pretrain/{variant}/model.pt"),
+          files=("results/evaluate/{variant}/details.json",),
+          metrics=("results/evaluate/{variant}/metrics.json",),
+          per_variant=True),
+    Stage("baselines", "--data results/data/{dataset} --out results/evaluate/baselines --plots results/plots",
+          deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
+                "results/data/{dataset}/fewshot.json"),
+          files=("results/evaluate/baselines/details.json", "results/plots/knn_blocks/random-init.csv"),
+          metrics=("results/evaluate/baselines/metrics.json",)),
+    Stage("report", "--probe results/probe --pretrain results/pretrain --analyze results/analyze "
+                    "--evaluate results/evaluate --out results/report",
+          deps=("results/probe/{variant}/blocks.json", "results/pretrain/{variant}/metrics.json",
+                "results/analyze/{variant}/frequency.csv", "results/analyze/{variant}/frequency.json",
+                "results/evaluate/{variant}/metrics.json", "results/evaluate/{variant}/details.json",
+                "results/evaluate/baselines/metrics.json", "results/evaluate/baselines/details.json"),
+          files=("results/report/summary.csv", "results/report/summary.md", "results/report/knn_blocks.png",
+                 "results/report/frequency.png", "results/report/fusion_weights.png",
+                 "results/report/fewshot.png"),
           metrics=("results/report/metrics.json",)),
 )}
 
 # top-level DVC plots: a folder of per-variant CSVs each, drawn as one figure
 PLOTS = {
-    "results/plots/knn_blocks": {"x": "block", "y": ["cls", "mean_patch", "random_cls", "random_mean_patch"],
+    "results/plots/knn_blocks": {"x": "block", "y": ["cls", "mean_patch"],
                                  "title": "k-NN accuracy per block (validation split)"},
     "results/plots/pretrain_curve": {"x": "epoch", "y": ["loss"], "title": "pretraining loss"},
     "results/report/knn_blocks.png": {},
+    "results/report/frequency.png": {},
+    "results/report/fusion_weights.png": {},
+    "results/report/fewshot.png": {},
 }
 
 

@@ -24,7 +24,9 @@ def tiny_params() -> dict:
     p["model"].update(patch_size=2, embed_dim=32, depth=3, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
                       decoder_num_heads=2)
     p["pretrain"].update(epochs=2, warmup_epochs=1, batch_size=64)
-    p["pretrain"]["variants"] = {"mae": {"fuse_blocks": []}, "mff": {"fuse_blocks": [0, 2]}}
+    p["pretrain"]["variants"] = {"mae": {"fuse_blocks": [], "fusion": "softmax"},
+                                 "mff": {"fuse_blocks": [0, 2], "fusion": "softmax"}}
+    p["analyze"].update(images=100, batch_size=100)
     p["probe"].update(batch_size=256)
     return p
 

@@ -13,16 +13,14 @@ import seaborn as sns  # noqa: E402
 from pipeline.atomic import atomic_path  # noqa: E402
 
 
-def knn_blocks_figure(probes: dict[str, dict], path: str | Path) -> None:
-    """Per-block k-NN accuracy, one panel per feature, one line per variant plus the random-init floor."""
-    rows = []
-    for variant, probe in probes.items():
-        for r in probe["rows"]:
-            for feature in ("cls", "mean_patch"):
-                rows.append({"block": r["block"], "feature": feature, "model": variant, "knn": 100 * r[feature]})
-                if variant == next(iter(probes)):
-                    rows.append({"block": r["block"], "feature": feature, "model": "random-init",
-                                 "knn": 100 * r[f"random_{feature}"]})
+def knn_blocks_figure(curves: dict[str, list[dict[str, float]]], path: str | Path) -> None:
+    """Per-block k-NN accuracy, one panel per feature, one line per model (variants and the random-init floor).
+
+    Args:
+        curves: model -> rows of {block, cls, mean_patch} (accuracies 0..1).
+    """
+    rows = [{"block": r["block"], "feature": feature, "model": model, "knn": 100 * r[feature]}
+            for model, model_rows in curves.items() for r in model_rows for feature in ("cls", "mean_patch")]
     df = pd.DataFrame(rows)
     sns.set_theme(style="whitegrid", context="paper")
     grid = sns.relplot(df, x="block", y="knn", hue="model", col="feature", kind="line", marker="o",
@@ -31,3 +29,55 @@ def knn_blocks_figure(probes: dict[str, dict], path: str | Path) -> None:
     with atomic_path(path) as tmp:
         grid.savefig(tmp, format="png", dpi=120)
     plt.close(grid.figure)
+
+
+def frequency_figure(spectra: dict[str, pd.DataFrame], path: str | Path) -> None:
+    """Δ log amplitude from frequency 0 to π, one panel per variant, one line per block (dark = deep).
+
+    Args:
+        spectra: variant -> frequency.csv content (block, relative_depth, frequency, dlog_amplitude).
+    """
+    df = pd.concat([s.assign(model=v) for v, s in spectra.items()], ignore_index=True)
+    sns.set_theme(style="whitegrid", context="paper")
+    grid = sns.relplot(df, x="frequency", y="dlog_amplitude", hue="block", col="model", kind="line",
+                       palette="viridis", height=3, aspect=1.1)
+    grid.set_axis_labels("frequency (x π)", "Δ log amplitude")
+    with atomic_path(path) as tmp:
+        grid.savefig(tmp, format="png", dpi=120)
+    plt.close(grid.figure)
+
+
+def fusion_weights_figure(weights: dict[str, dict[str, float]], path: str | Path) -> None:
+    """MFF's normalized weight per fused block, one bar group per variant; a note when no variant fuses."""
+    rows = [{"model": v, "block": int(b), "weight": w} for v, ws in weights.items() for b, w in ws.items()]
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    if rows:
+        sns.barplot(pd.DataFrame(rows), x="block", y="weight", hue="model", ax=ax)
+        ax.set(xlabel="fused block (0-based)", ylabel="normalized weight")
+    else:
+        ax.text(0.5, 0.5, "no MFF variant in params.yaml", ha="center", va="center")
+        ax.set_axis_off()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def fewshot_figure(runs: dict[str, dict[str, dict]], path: str | Path) -> None:
+    """Few-shot accuracy over shots per model, mean with the std over the fixed splits as error bars.
+
+    Args:
+        runs: model -> the "fewshot" entry of its details.json ({shots: {"runs": [...]}}).
+    """
+    rows = [{"model": m, "shots": int(k), "accuracy": 100 * a} for m, fs in runs.items() for k, v in fs.items()
+            for a in v["runs"]]
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    sns.lineplot(pd.DataFrame(rows), x="shots", y="accuracy", hue="model", marker="o", errorbar="sd", ax=ax)
+    ax.set(xscale="log", xlabel="images per class", ylabel="test accuracy (%)")
+    ax.set_xticks(sorted({r["shots"] for r in rows}), labels=[str(s) for s in sorted({r["shots"] for r in rows})])
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,38 +1,51 @@
-"""The comparison table: one row per model, one column per metric."""
+"""The comparison table: one row per model (each variant, random-init, raw pixels), one column per metric."""
 from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.models.vit import POOLS
+# accuracy-like columns are shown as percentages; the rest as numbers
+PERCENT_PREFIXES = ("knn", "linear", "fewshot", "kmeans_acc", "finetune", "val_knn")
 
 
-def summary_table(probes: dict[str, dict], pretrains: dict[str, dict]) -> pd.DataFrame:
-    """Rows for each variant's pretrained encoder and one random-init row (the floor).
+def best_block(curve: list[float]) -> int:
+    """The best block of a curve; ties go to the shallower block."""
+    return max(range(len(curve)), key=lambda b: (curve[b], -b))
+
+
+def val_knn(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The probe's CLS curve on val summarized: best accuracy, its block, and the last block's accuracy."""
+    curve = [r["cls"] for r in rows]
+    b = best_block(curve)
+    return {"val_knn_best": curve[b], "val_knn_best_block": b, "val_knn_last": curve[-1]}
+
+
+def summary_table(probes: dict[str, dict], random_blocks: list[dict[str, float]], pretrains: dict[str, dict],
+                  high_freq: dict[str, list[float]], evaluations: dict[str, dict[str, float]],
+                  baselines: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Rows for each variant's pretrained encoder, then random-init and raw pixels.
 
     Args:
-        probes: variant -> blocks.json content.
-        pretrains: variant -> pretrain metrics.json content.
+        probes: variant -> blocks.json (per-block k-NN on val).
+        random_blocks: the random-init encoder's per-block k-NN rows (baselines details.json).
+        pretrains: variant -> pretrain metrics.json.
+        high_freq: variant -> Δ log amplitude at π per block (frequency.json).
+        evaluations: variant -> evaluate metrics.json (test-split protocols).
+        baselines: "random-init" | "pixels" -> baselines metrics.json entries.
     """
-    rows = []
-    for variant, probe in probes.items():
-        for init in ("pretrained", "random"):
-            prefix = "" if init == "pretrained" else "random_"
-            row = {"model": variant if init == "pretrained" else "random-init", "variant": variant, "init": init}
-            for pool in POOLS:
-                curve = [r[prefix + pool] for r in probe["rows"]]
-                best = max(range(len(curve)), key=lambda b: (curve[b], -b))
-                row.update({f"knn_{pool}_best": curve[best], f"knn_{pool}_best_block": best,
-                            f"knn_{pool}_last": curve[-1]})
-            if init == "pretrained":
-                row.update({"depth": probe["depth"], "pretrain_loss": pretrains[variant]["loss"]})
-            rows.append(row)
+    rows = [{"model": variant, **evaluations[variant], **val_knn(probe["rows"]), "depth": probe["depth"],
+             "pretrain_loss": pretrains[variant]["loss"], "dlogamp_pi_last": high_freq[variant][-1]}
+            for variant, probe in probes.items()]
+    rows.append({"model": "random-init", **baselines["random-init"], **val_knn(random_blocks)})
+    rows.append({"model": "pixels", **baselines["pixels"]})
     table = pd.DataFrame(rows)
-    # one random-init row: all variants share the architecture, so their floors coincide
-    return pd.concat([table[table.init == "pretrained"], table[table.init == "random"].head(1)], ignore_index=True)
+    first_cols = ["model", "knn_cls", "knn_mean_patch", "linear"]
+    first_cols += sorted((c for c in table if c.startswith("fewshot_")), key=lambda c: int(c.split("_")[1]))
+    first_cols += [c for c in ("kmeans_acc", "kmeans_nmi", "kmeans_ari", "finetune") if c in table]
+    return table[first_cols + [c for c in table if c not in first_cols]]
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-markdown rendering, accuracies as percentages with one decimal."""
+    """A GitHub-markdown rendering: accuracies in percent with one decimal, blanks where a metric does not apply."""
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in table.iterrows():
@@ -41,11 +54,11 @@ def markdown_table(table: pd.DataFrame) -> str:
             v = row[c]
             if isinstance(v, float) and pd.isna(v):
                 cells.append("")
-            elif c.startswith("knn_") and not c.endswith("_block"):
+            elif c.startswith(PERCENT_PREFIXES) and not c.endswith("_block"):
                 cells.append(f"{100 * v:.1f}")
-            elif isinstance(v, float):
+            elif isinstance(v, float) and not float(v).is_integer():
                 cells.append(f"{v:.4g}")
             else:
-                cells.append(str(v))
+                cells.append(str(int(v)) if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

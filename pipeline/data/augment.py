@@ -42,3 +42,36 @@ def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio:
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def mix_batch(images: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
+              smoothing: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or CutMix (one of them per batch, 50/50 when both are on) with label smoothing.
+
+    Args:
+        images: [B, C, H, W]; labels: [B] int.
+        mixup_alpha, cutmix_alpha: Beta(alpha, alpha) parameters; 0 turns that mix off.
+        smoothing: label smoothing mass spread over all classes.
+    Returns:
+        Mixed images and soft targets [B, num_classes] whose rows sum to one.
+    """
+    off = smoothing / num_classes
+    targets = torch.full((labels.shape[0], num_classes), off, device=images.device)
+    targets.scatter_(1, labels[:, None], 1.0 - smoothing + off)
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(1, generator=generator).item() < 0.5)
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    if alpha <= 0:
+        return images, targets
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    flipped = images.flip(0)
+    if use_cutmix:
+        h, w = images.shape[-2:]
+        ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = int(torch.randint(h, (1,), generator=generator)), int(torch.randint(w, (1,), generator=generator))
+        y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        images = images.clone()
+        images[..., y0:y1, x0:x1] = flipped[..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        images = lam * images + (1 - lam) * flipped
+    return images, lam * targets + (1 - lam) * targets.flip(0)

@@ -33,3 +33,18 @@ def block_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int, dty
             out[p][:, start:start + images.shape[0]] = torch.stack([pool_tokens(t, p) for t in tokens]).to(dtype)
         start += images.shape[0]
     return out
+
+
+@torch.no_grad()
+def pooled_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int,
+                    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+                    ) -> dict[str, torch.Tensor]:
+    """The encoder's final, normed output pooled as cls and mean-patch: {pool: [N, D]} float32."""
+    encoder.eval()
+    out: dict[str, list[torch.Tensor]] = {p: [] for p in POOLS}
+    for images, _ in data.batches(batch_size):
+        with autocast():
+            tokens = encoder.forward_features(images)
+        for p in POOLS:
+            out[p].append(pool_tokens(tokens, p).float())
+    return {p: torch.cat(v) for p, v in out.items()}

@@ -22,13 +22,14 @@ class MultiLevelFusion(nn.Module):
     Args:
         dim: token width D.
         blocks: 0-based block indices, ascending, at least two.
+        learnable: learn the fusion logits (MFF); False keeps the weights uniform (an ablation).
     """
 
-    def __init__(self, dim: int, blocks: list[int]):
+    def __init__(self, dim: int, blocks: list[int], learnable: bool = True):
         super().__init__()
         self.blocks = list(blocks)
         self.proj = nn.ModuleList(nn.Linear(dim, dim) for _ in self.blocks[:-1])
-        self.logits = nn.Parameter(torch.ones(len(self.blocks)))
+        self.logits = nn.Parameter(torch.ones(len(self.blocks)), requires_grad=learnable)
         for p in self.proj:
             nn.init.xavier_uniform_(p.weight)
             nn.init.zeros_(p.bias)

@@ -52,13 +52,17 @@ class MaskedAutoencoder(nn.Module):
         decoder_embed_dim, decoder_depth, decoder_num_heads: decoder size.
         mlp_ratio: decoder MLP ratio.
         fuse_blocks: [] for plain MAE, else the MFF block list (ending with the last block).
+        fusion: "softmax" (learned MFF weights) or "mean" (fixed uniform weights).
     """
 
     def __init__(self, encoder: ViTEncoder, decoder_embed_dim: int, decoder_depth: int, decoder_num_heads: int,
-                 mlp_ratio: float = 4.0, fuse_blocks: list[int] | tuple[int, ...] = ()):
+                 mlp_ratio: float = 4.0, fuse_blocks: list[int] | tuple[int, ...] = (), fusion: str = "softmax"):
         super().__init__()
         self.encoder = encoder
-        self.fusion = MultiLevelFusion(encoder.embed_dim, list(fuse_blocks)) if fuse_blocks else None
+        if fusion not in ("softmax", "mean"):
+            raise ValueError(f"unknown fusion {fusion!r} (known: softmax, mean)")
+        self.fusion = (MultiLevelFusion(encoder.embed_dim, list(fuse_blocks), learnable=fusion == "softmax")
+                       if fuse_blocks else None)
         p, c = encoder.patch_size, encoder.arch["in_chans"]
         grid = encoder.arch["img_size"] // p
         self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_embed_dim)

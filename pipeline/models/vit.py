@@ -49,10 +49,12 @@ class ViTEncoder(nn.Module):
         depth: number of blocks L.
         num_heads: attention heads per block.
         mlp_ratio: MLP hidden width / D.
+        drop_path_rate: stochastic depth of the last block, rising linearly from 0 (fine-tuning only; it is not
+            part of `arch`, which describes the weights).
     """
 
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, depth: int, num_heads: int,
-                 mlp_ratio: float = 4.0):
+                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.0):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"patch_size {patch_size} does not divide image size {img_size}")
@@ -65,8 +67,9 @@ class ViTEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.register_buffer("pos_embed", sincos_2d(embed_dim, grid, grid, cls_token=True))
         norm = partial(nn.LayerNorm, eps=1e-6)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
-                                    for _ in range(depth))
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm,
+                                          drop_path=r) for r in rates)
         self.norm = norm(embed_dim)
         init_mae_weights(self)
         w = self.patch_embed.proj.weight  # conv init "like nn.Linear" on its 2-D view

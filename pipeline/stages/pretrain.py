@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     p = load_stage_params("pretrain", PARAMS, args.params, args.variant)
     run_cfg, model_cfg, pre = p["runtime"], p["model"], p["pretrain"]
-    fuse_blocks = pre["variants"][args.variant]["fuse_blocks"]
+    variant = pre["variants"][args.variant]
+    fuse_blocks = variant["fuse_blocks"]
 
     rt.set_threads(run_cfg["threads"])
     rt.seed_everything(p["seed"])
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     encoder = ViTEncoder(h, model_cfg["patch_size"], c, model_cfg["embed_dim"], model_cfg["depth"],
                          model_cfg["num_heads"], model_cfg["mlp_ratio"])
     model = MaskedAutoencoder(encoder, model_cfg["decoder_embed_dim"], model_cfg["decoder_depth"],
-                              model_cfg["decoder_num_heads"], model_cfg["mlp_ratio"], fuse_blocks).to(device)
+                              model_cfg["decoder_num_heads"], model_cfg["mlp_ratio"], fuse_blocks,
+                              variant["fusion"]).to(device)
     forward = torch.compile(model) if rt.use_compile(device, run_cfg["compile"]) else model
 
     bs = pre["batch_size"]

@@ -1,7 +1,7 @@
 """probe[variant]: k-NN accuracy of every encoder block (CLS and mean-patch) on the validation split.
 
-Writes results/probe/<variant>/{blocks.json, metrics.json} and results/plots/knn_blocks/<variant>.csv, with
-the random-init encoder of the same architecture as a floor. Selection reads the validation split only.
+Writes results/probe/<variant>/{blocks.json, metrics.json} and results/plots/knn_blocks/<variant>.csv; the
+random-init floor is probed once, by the baselines stage. Selection reads the validation split only.
 """
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from pipeline.atomic import write_json, write_text
-from pipeline.data.loader import DeviceImages
 from pipeline.data.prepared import load_prepared
-from pipeline.data.splits import stratified_subset
-from pipeline.eval.features import block_features
-from pipeline.eval.probe import probe_blocks, select_depth
+from pipeline.eval.probe import blocks_csv, probe_encoder, probe_splits, select_depth
 from pipeline.models.vit import POOLS, ViTEncoder
 from pipeline.stages.runner import load_stage_params, run
 from pipeline.train import device as rt
@@ -47,47 +42,26 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = load_checkpoint(args.model)
     encoder = ViTEncoder(**ckpt["arch"])
     load_module_state(encoder, ckpt["encoder"], str(args.model))
-    rt.seed_everything(p["seed"])
-    random_encoder = ViTEncoder(**ckpt["arch"])  # same architecture, untrained: the floor
-
     data = load_prepared(args.data)
-    bank_idx = slice(None)
-    if cfg["bank_limit"] and cfg["bank_limit"] < data.y["train"].size:
-        bank_idx = stratified_subset(data.y["train"], cfg["bank_limit"], p["seed"])
-    stats = (data.card["mean"], data.card["std"], device)
-    bank = DeviceImages(data.x["train"][bank_idx], data.y["train"][bank_idx], *stats)
-    val = DeviceImages(data.x["val"], data.y["val"], *stats)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    bank, val = probe_splits(data, cfg["bank_limit"], p["seed"], device)
 
-    curves, seconds = {}, {}
-    for name, enc in (("pretrained", encoder), ("random", random_encoder)):
-        enc.to(device)
-        t0 = time.perf_counter()
-        feats = [block_features(enc, d, cfg["batch_size"], dtype, lambda: rt.autocast(device, run_cfg["precision"]))
-                 for d in (bank, val)]
-        curves[name] = probe_blocks(feats[0], bank.labels, feats[1], val.labels, cfg["k"], cfg["temperature"],
-                                    cfg["chunk_size"], cfg["standardize"])
-        seconds[name] = time.perf_counter() - t0
-        log.info("%s: %s (%.1fs)", name, {k: [round(a, 4) for a in v] for k, v in curves[name].items()},
-                 seconds[name])
-
-    pre = curves["pretrained"]
-    depth = select_depth(pre[cfg["select_feature"]], cfg["select"])
+    encoder.to(device)
+    t0 = time.perf_counter()
+    curves = probe_encoder(encoder, bank, val, cfg, lambda: rt.autocast(device, run_cfg["precision"]))
+    log.info("k-NN per block: %s (%.1fs)", {k: [round(a, 4) for a in v] for k, v in curves.items()},
+             time.perf_counter() - t0)
+    depth = select_depth(curves[cfg["select_feature"]], cfg["select"])
     blocks = list(range(encoder.depth))
-    rows = [{"block": b, **{pool: pre[pool][b] for pool in POOLS},
-             **{f"random_{pool}": curves["random"][pool][b] for pool in POOLS}} for b in blocks]
-    header = list(rows[0])
-    write_text(args.plots / "knn_blocks" / f"{args.variant}.csv",
-               ",".join(header) + "\n" + "".join(",".join(f"{r[h]:.6g}" for h in header) + "\n" for r in rows))
+    rows = [{"block": b, **{pool: curves[pool][b] for pool in POOLS}} for b in blocks]
+    write_text(args.plots / "knn_blocks" / f"{args.variant}.csv", blocks_csv(rows))
     write_json(args.out / "blocks.json", {
         "variant": args.variant, "rows": rows, "depth": depth, "select": cfg["select"],
         "select_feature": cfg["select_feature"], "bank_size": len(bank), "val_size": len(val)})
     metrics = {"depth": depth}  # no timings here: reruns must write identical bytes
     for pool in POOLS:
-        best = max(blocks, key=lambda b: (pre[pool][b], -b))
-        metrics.update({f"knn_{pool}_best": round(pre[pool][best], 6), f"knn_{pool}_best_block": best,
-                        f"knn_{pool}_last": round(pre[pool][-1], 6),
-                        f"knn_{pool}_random_best": round(max(curves["random"][pool]), 6)})
+        best = max(blocks, key=lambda b: (curves[pool][b], -b))
+        metrics.update({f"knn_{pool}_best": round(curves[pool][best], 6), f"knn_{pool}_best_block": best,
+                        f"knn_{pool}_last": round(curves[pool][-1], 6)})
     write_json(args.out / "metrics.json", metrics)
     log.info("chosen refinement depth %d of %d blocks (%s on %s)", depth, encoder.depth, cfg["select"],
              cfg["select_feature"])

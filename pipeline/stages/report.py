@@ -7,13 +7,24 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.analysis.figures import knn_blocks_figure
+import pandas as pd
+
+from pipeline.analysis.figures import fewshot_figure, frequency_figure, fusion_weights_figure, knn_blocks_figure
 from pipeline.analysis.summary import markdown_table, summary_table
 from pipeline.atomic import write_json, write_text
 from pipeline.errors import DataError
 from pipeline.stages.runner import load_stage_params, run
 
 log = logging.getLogger(__name__)
+
+SUMMARY_HEADER = """# Summary
+
+Accuracies in %. knn_*, linear, fewshot_<shots> (mean over the fixed splits), kmeans_* and finetune are on the
+test split, with hyperparameters chosen on the validation split; val_knn_* is the per-block k-NN (CLS) of the
+probe on the validation split (blocks 0-based), depth the number of blocks kept for refinement, and
+dlogamp_pi_last the Δ log amplitude at frequency π of the last block's tokens.
+
+"""
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
 PARAMS = ("pretrain.variants",)
@@ -29,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.stages.report", description=__doc__)
     parser.add_argument("--probe", required=True, type=Path, help="results/probe")
     parser.add_argument("--pretrain", required=True, type=Path, help="results/pretrain")
+    parser.add_argument("--analyze", required=True, type=Path, help="results/analyze")
+    parser.add_argument("--evaluate", required=True, type=Path, help="results/evaluate")
     parser.add_argument("--out", required=True, type=Path, help="results/report")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
@@ -36,13 +49,29 @@ def main(argv: list[str] | None = None) -> None:
 
     probes = {v: read_json(args.probe / v / "blocks.json") for v in variants}
     pretrains = {v: read_json(args.pretrain / v / "metrics.json") for v in variants}
-    table = summary_table(probes, pretrains)
+    high_freq = {v: read_json(args.analyze / v / "frequency.json")["high_frequency"] for v in variants}
+    evaluations = {v: read_json(args.evaluate / v / "metrics.json") for v in variants}
+    baselines = read_json(args.evaluate / "baselines" / "metrics.json")
+    details = {v: read_json(args.evaluate / v / "details.json") for v in variants}
+    details.update(read_json(args.evaluate / "baselines" / "details.json"))
+    random_blocks = details["random-init"]["blocks"]
+    table = summary_table(probes, random_blocks, pretrains, high_freq, evaluations, baselines)
     write_text(args.out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
-    write_text(args.out / "summary.md", "# Summary\n\nk-NN accuracy (%) on the validation split; blocks are "
-                                        "0-based.\n\n" + markdown_table(table))
-    knn_blocks_figure(probes, args.out / "knn_blocks.png")
+    write_text(args.out / "summary.md", SUMMARY_HEADER + markdown_table(table))
+    knn_blocks_figure({**{v: probe["rows"] for v, probe in probes.items()}, "random-init": random_blocks},
+                      args.out / "knn_blocks.png")
+    spectra = {}
+    for v in variants:
+        path = args.analyze / v / "frequency.csv"
+        if not path.is_file():
+            raise DataError(f"report: missing input {path} (run the stage that writes it)")
+        spectra[v] = pd.read_csv(path)
+    frequency_figure(spectra, args.out / "frequency.png")
+    fewshot_figure({m: d["fewshot"] for m, d in details.items()}, args.out / "fewshot.png")
+    fusion_weights_figure({v: m["fusion_weights"] for v, m in pretrains.items() if m["fusion_weights"]},
+                          args.out / "fusion_weights.png")
     metrics = {row["model"]: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()
-                              if k not in ("model", "variant", "init") and v == v}
+                              if k != "model" and v == v}
                for row in table.to_dict("records")}
     write_json(args.out / "metrics.json", metrics)
     log.info("wrote %s: %d rows", args.out, len(table))

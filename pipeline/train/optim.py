@@ -1,6 +1,8 @@
 """Optimizer set-up: AdamW with MAE's weight-decay groups."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
@@ -23,3 +25,27 @@ def adamw(model: nn.Module, weight_decay: float, betas: tuple[float, float], dev
     """AdamW over `param_groups`; the fused kernel on cuda (one launch for all parameters)."""
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=0.0, betas=betas,
                              fused=device.type == "cuda")
+
+
+def layer_decay_groups(model: nn.Module, num_layers: int, layer_of: Callable[[str], int], weight_decay: float,
+                       decay: float) -> list[dict]:
+    """Param groups with lr_scale = decay ** (num_layers - layer) (BEiT/MAE layer-wise lr decay).
+
+    Args:
+        model: the module to optimize.
+        num_layers: the index of the top layer (the head); it gets scale 1.
+        layer_of: parameter name -> layer index (0 = embeddings, i + 1 = block i, num_layers = head).
+        weight_decay: applied to weights with two or more dimensions; biases and norms get none.
+        decay: per-layer factor, e.g. 0.65 for 12 blocks (reference/mae_mff.md B.3).
+    """
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = layer_of(name)
+        no_decay = p.ndim <= 1 or name.endswith(".bias")
+        group = groups.setdefault((layer, no_decay), {
+            "params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+            "lr_scale": decay ** (num_layers - layer)})
+        group["params"].append(p)
+    return list(groups.values())

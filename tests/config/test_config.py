@@ -59,7 +59,8 @@ def test_check_variant__misspelled_lists_the_known(params):
 
 def test_select__returns_only_declared_keys(params):
     out = config.select(params, ["seed", "pretrain.variants.mff", "probe.k"])
-    assert out == {"seed": 0, "pretrain": {"variants": {"mff": {"fuse_blocks": [0, 2]}}}, "probe": {"k": 20}}
+    assert out == {"seed": 0, "pretrain": {"variants": {"mff": {"fuse_blocks": [0, 2], "fusion": "softmax"}}},
+                   "probe": {"k": 20}}
 
 
 def test_every_float_in_params_is_a_float_in_both_yaml_versions():

@@ -47,8 +47,8 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     root = project
     tool(["snakemake", "--cores", "2"], root)
     summary = (root / "results/report/summary.csv").read_text()
-    assert summary.splitlines()[0].startswith("model,variant,init,knn_cls_best")
-    assert [line.split(",")[0] for line in summary.splitlines()[1:]] == ["mae", "mff", "random-init"]
+    assert summary.splitlines()[0].startswith("model,knn_cls,knn_mean_patch,linear,fewshot_1,fewshot_2,kmeans_acc")
+    assert [line.split(",")[0] for line in summary.splitlines()[1:]] == ["mae", "mff", "random-init", "pixels"]
     assert (root / "results/report/knn_blocks.png").stat().st_size > 10_000
 
     # nothing changed -> nothing runs, in both tools, once DVC has recorded Snakemake's outputs
@@ -58,14 +58,15 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     tool(["git", "add", "-A"], root)
     tool(["git", "commit", "-qm", "run k=20"], root)
 
-    # one probe key changed -> only the probes (and the report that reads them) rerun
+    # one probe key changed -> only the stages that read it (the probes, the random-init floor in baselines) and
+    # the report that reads their outputs rerun
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["probe"]["k"] = 1
     write_params(root / "params.yaml", params)
-    assert dvc_stale(root) == {"probe@mae", "probe@mff"}
-    assert snakemake_planned(root) == {"probe": 2, "report": 1}
+    assert dvc_stale(root) == {"probe@mae", "probe@mff", "baselines"}
+    assert snakemake_planned(root) == {"probe": 2, "baselines": 1, "report": 1}
     repro = tool(["dvc", "repro"], root).stdout
-    assert re.findall(r"Running stage '([^']+)'", repro) == ["probe@mae", "probe@mff", "report"]
+    assert sorted(re.findall(r"Running stage '([^']+)'", repro)) == ["baselines", "probe@mae", "probe@mff", "report"]
     tool(["snakemake", "--touch", "--cores", "1"], root)
     assert snakemake_planned(root) == {} and dvc_stale(root) == set()
 

@@ -57,3 +57,13 @@ def test_mff_checkpoint__encoder_loads_into_plain_encoder():
     plain.load_state_dict(enc.state_dict(), strict=True)
     x = torch.randn(1, 1, 8, 8)
     torch.testing.assert_close(plain.eval().forward_features(x), enc.eval().forward_features(x))
+
+
+def test_mff_mean_fusion__weights_stay_uniform_through_training():
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(ViTEncoder(8, 2, 1, 32, 3, 2), 16, 1, 2, fuse_blocks=[0, 2], fusion="mean")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    pred, _ = model(torch.randn(4, 1, 8, 8), 0.5)
+    pred.pow(2).mean().backward()
+    opt.step()
+    assert model.fusion_weights() == [0.5, 0.5]

@@ -1,0 +1,78 @@
+"""analyze[variant]: per-block Fourier analysis of the encoder's token features on validation images.
+
+Writes results/analyze/<variant>/frequency.csv (block, relative depth, frequency in units of π, Δ log amplitude)
+and frequency.json (the amplitude at π per block: the "high-frequency" statistic of MFF's Figure 2 style).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from pipeline.analysis.frequency import relative_log_amplitude
+from pipeline.atomic import write_json, write_text
+from pipeline.data.loader import DeviceImages
+from pipeline.data.prepared import load_prepared
+from pipeline.data.splits import stratified_subset
+from pipeline.models.vit import ViTEncoder
+from pipeline.stages.runner import load_stage_params, run
+from pipeline.train import device as rt
+from pipeline.train.checkpoint import load_checkpoint, load_module_state
+
+log = logging.getLogger(__name__)
+
+# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "analyze")
+
+
+@torch.no_grad()
+def block_spectra(encoder: ViTEncoder, data: DeviceImages, batch_size: int) -> list[torch.Tensor]:
+    """Δ log amplitude per block, averaged over all images of `data` (patch tokens, raw block outputs)."""
+    encoder.eval()
+    grid = int(encoder.num_patches ** 0.5)
+    sums: list[torch.Tensor] = []
+    for images, _ in data.batches(batch_size):
+        tokens = encoder.forward_intermediates(images, list(range(encoder.depth)), norm=False)
+        curves = [relative_log_amplitude(t[:, 1:], (grid, grid)) * images.shape[0] for t in tokens]
+        sums = curves if not sums else [s + c for s, c in zip(sums, curves)]
+    return [s / len(data) for s in sums]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.analyze", description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--model", required=True, type=Path, help="results/pretrain/<variant>/model.pt")
+    parser.add_argument("--out", required=True, type=Path, help="results/analyze/<variant>")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    p = load_stage_params("analyze", PARAMS, args.params, args.variant)
+    run_cfg, cfg = p["runtime"], p["analyze"]
+
+    rt.set_threads(run_cfg["threads"])
+    device = rt.resolve_device(run_cfg["device"])
+    ckpt = load_checkpoint(args.model)
+    encoder = ViTEncoder(**ckpt["arch"])
+    load_module_state(encoder, ckpt["encoder"], str(args.model))
+    data = load_prepared(args.data)
+    idx = stratified_subset(data.y["val"], min(cfg["images"], data.y["val"].size), p["seed"])
+    val = DeviceImages(data.x["val"][idx], data.y["val"][idx], data.card["mean"], data.card["std"], device)
+
+    with rt.autocast(device, run_cfg["precision"]):
+        spectra = block_spectra(encoder.to(device), val, cfg["batch_size"])
+    depth = len(spectra)
+    lines = ["block,relative_depth,frequency,dlog_amplitude"]
+    for b, curve in enumerate(spectra):
+        steps = len(curve) - 1
+        lines += [f"{b},{(b + 1) / depth:.6g},{j / steps:.6g},{float(v):.6g}" for j, v in enumerate(curve)]
+    write_text(args.out / "frequency.csv", "\n".join(lines) + "\n")
+    high = [round(float(c[-1]), 6) for c in spectra]
+    write_json(args.out / "frequency.json", {"variant": args.variant, "images": len(val), "high_frequency": high})
+    log.info("Δ log amplitude at π per block: %s", high)
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

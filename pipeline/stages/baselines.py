@@ -1,0 +1,65 @@
+"""baselines: the frozen-feature protocols on raw pixels and on a random-init encoder (the floors of the table).
+
+Writes results/evaluate/baselines/{metrics.json, details.json}, keyed by "pixels" and "random-init", and the
+random-init encoder's k-NN per block on val to results/plots/knn_blocks/random-init.csv (the probe's floor).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.atomic import write_json, write_text
+from pipeline.data.prepared import load_prepared
+from pipeline.eval.features import pooled_features
+from pipeline.eval.probe import blocks_csv, probe_encoder, probe_splits
+from pipeline.eval.suite import flat_metrics, frozen_protocols
+from pipeline.models.vit import POOLS, ViTEncoder
+from pipeline.stages.evaluate import splits_on
+from pipeline.stages.runner import load_stage_params, run
+from pipeline.train import device as rt
+
+log = logging.getLogger(__name__)
+
+# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "model", "probe",
+          "evaluate")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.baselines", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="results/evaluate/baselines")
+    parser.add_argument("--plots", required=True, type=Path, help="results/plots (curve goes to knn_blocks/)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    p = load_stage_params("baselines", PARAMS, args.params)
+    run_cfg, cfg, m = p["runtime"], p["evaluate"], p["model"]
+
+    rt.set_threads(run_cfg["threads"])
+    rt.seed_everything(p["seed"])
+    device = rt.resolve_device(run_cfg["device"])
+    data = load_prepared(args.data)
+    splits = splits_on(data, device)
+    labels = {s: d.labels for s, d in splits.items()}
+    c, h, _ = data.image_shape
+    encoder = ViTEncoder(h, m["patch_size"], c, m["embed_dim"], m["depth"], m["num_heads"], m["mlp_ratio"]).to(device)
+    features = {
+        "pixels": {s: {pool: d.batch(slice(None)).flatten(1) for pool in POOLS} for s, d in splits.items()},
+        "random-init": {s: pooled_features(encoder, d, cfg["batch_size"]) for s, d in splits.items()},
+    }
+    details = {name: frozen_protocols(f, labels, data.fewshot, data.num_classes, cfg, p["seed"])
+               for name, f in features.items()}
+    bank, val = probe_splits(data, p["probe"]["bank_limit"], p["seed"], device)
+    curves = probe_encoder(encoder, bank, val, p["probe"])
+    rows = [{"block": b, **{pool: curves[pool][b] for pool in POOLS}} for b in range(encoder.depth)]
+    details["random-init"]["blocks"] = rows
+    write_text(args.plots / "knn_blocks" / "random-init.csv", blocks_csv(rows))
+    write_json(args.out / "details.json", details)
+    write_json(args.out / "metrics.json", {name: flat_metrics(r) for name, r in details.items()})
+    log.info("baselines: %s", {name: flat_metrics(r) for name, r in details.items()})
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,93 @@
+"""evaluate[variant]: k-NN, linear probe, few-shot, k-means and (if epochs > 0) fine-tuning of an encoder.
+
+Writes results/evaluate/<variant>/{metrics.json (headline numbers), details.json (per-lr, per-split runs)}.
+Frozen features are the final normed tokens, pooled as CLS and mean-patch; lr choices read val, test is read once.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from pipeline.atomic import write_json
+from pipeline.data.loader import DeviceImages, epoch_order
+from pipeline.data.prepared import Prepared, load_prepared
+from pipeline.eval.features import pooled_features
+from pipeline.eval.suite import flat_metrics, frozen_protocols
+from pipeline.models.vit import ViTEncoder
+from pipeline.stages.runner import load_stage_params, run
+from pipeline.train import device as rt
+from pipeline.train.checkpoint import load_checkpoint, load_module_state
+from pipeline.train.finetune import Classifier, classifier_accuracy, finetune_step_fn, layer_of
+from pipeline.train.loop import fit
+from pipeline.train.optim import layer_decay_groups
+from pipeline.train.schedules import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "evaluate")
+
+
+def splits_on(data: Prepared, device: torch.device) -> dict[str, DeviceImages]:
+    return {s: DeviceImages(data.x[s], data.y[s], data.card["mean"], data.card["std"], device)
+            for s in ("train", "val", "test")}
+
+
+def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_classes: int, cfg: dict, seed: int,
+             device: torch.device, precision: str) -> dict:
+    """Fine-tune a copy of the encoder end to end with layer-wise lr decay; val and test accuracy at the end."""
+    encoder = ViTEncoder(**arch, drop_path_rate=cfg["drop_path"])
+    load_module_state(encoder, state, "fine-tune encoder")
+    model = Classifier(encoder, num_classes).to(device)
+    groups = layer_decay_groups(model, encoder.depth + 1, layer_of(encoder.depth), cfg["weight_decay"],
+                                cfg["layer_decay"])
+    opt = torch.optim.AdamW(groups, lr=0.0, betas=(0.9, 0.999), fused=device.type == "cuda")
+    train, bs = splits["train"], cfg["batch_size"]
+    steps = max(1, len(train) // bs)
+    lr = cfg["blr"] * bs / 256
+    step_fn = finetune_step_fn(model, train, num_classes, cfg["crop_scale_min"], cfg["mixup"], cfg["cutmix"],
+                               cfg["smoothing"])
+    fit(model, step_fn, lambda e: epoch_order(len(train), bs, seed, e, device), opt,
+        lambda s: warmup_cosine(s, cfg["epochs"] * steps, cfg["warmup_epochs"] * steps, lr, 1.0e-6),
+        cfg["epochs"], seed, autocast=lambda: rt.autocast(device, precision))
+    return {s: classifier_accuracy(model, splits[s], bs) for s in ("val", "test")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--model", required=True, type=Path, help="results/pretrain/<variant>/model.pt")
+    parser.add_argument("--out", required=True, type=Path, help="results/evaluate/<variant>")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    p = load_stage_params("evaluate", PARAMS, args.params, args.variant)
+    run_cfg, cfg = p["runtime"], p["evaluate"]
+
+    rt.set_threads(run_cfg["threads"])
+    rt.seed_everything(p["seed"])
+    device = rt.resolve_device(run_cfg["device"])
+    ckpt = load_checkpoint(args.model)
+    encoder = ViTEncoder(**ckpt["arch"])
+    load_module_state(encoder, ckpt["encoder"], str(args.model))
+    data = load_prepared(args.data)
+    splits = splits_on(data, device)
+    encoder.to(device)
+    feats = {s: pooled_features(encoder, d, cfg["batch_size"], lambda: rt.autocast(device, run_cfg["precision"]))
+             for s, d in splits.items()}
+    result = frozen_protocols(feats, {s: d.labels for s, d in splits.items()}, data.fewshot, data.num_classes, cfg,
+                              p["seed"])
+    if cfg["finetune"]["epochs"] > 0:
+        result["finetune"] = finetune(ckpt["arch"], ckpt["encoder"], splits, data.num_classes, cfg["finetune"],
+                                      p["seed"], device, run_cfg["precision"])
+    write_json(args.out / "details.json", result)
+    write_json(args.out / "metrics.json", flat_metrics(result))
+    log.info("%s: %s", args.variant, flat_metrics(result))
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

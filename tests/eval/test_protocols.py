@@ -1,0 +1,67 @@
+"""Linear probe, few-shot and clustering metrics against hand-computed and scikit-learn references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import normalized_mutual_info_score
+
+from pipeline.eval.clustering import hungarian_accuracy, kmeans_scores
+from pipeline.eval.fewshot import fewshot_accuracy
+from pipeline.eval.linear import linear_probe
+
+
+def blobs(n_per_class: int, classes: int, dim: int, seed: int, spread: float = 0.1):
+    rng = np.random.default_rng(seed)
+    centers = np.eye(classes, dim) * 3
+    x = np.concatenate([c + spread * rng.standard_normal((n_per_class, dim)) for c in centers])
+    y = np.repeat(np.arange(classes), n_per_class)
+    return x.astype(np.float32), y
+
+
+def test_hungarian_accuracy__permuted_clusters_by_hand():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    assert hungarian_accuracy(labels, np.array([2, 2, 0, 0, 1, 1])) == 1.0
+    # best map: 1->0 (2 right), 0->1 (1 right), 2->2 (1 right) = 4/6; a greedy argmax per cluster cannot beat it
+    assert hungarian_accuracy(labels, np.array([1, 1, 0, 1, 2, 0])) == pytest.approx(4 / 6)
+
+
+def test_kmeans_scores__separable_blobs_are_perfect_and_nmi_matches_sklearn():
+    x, y = blobs(30, 4, 8, seed=0)
+    scores = kmeans_scores(x, y, 4, seed=0)
+    assert scores["acc"] == 1.0 and scores["nmi"] == pytest.approx(1.0) and scores["ari"] == pytest.approx(1.0)
+    noisy, _ = blobs(30, 4, 8, seed=1, spread=2.0)
+    s = kmeans_scores(noisy, y, 4, seed=0)
+    assert 0 < s["nmi"] < 1
+    from sklearn.cluster import KMeans
+    xn = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    ref = KMeans(4, n_init=10, random_state=0).fit_predict(xn.astype(np.float64))
+    assert s["nmi"] == pytest.approx(normalized_mutual_info_score(y, ref))
+
+
+def test_fewshot_accuracy__mean_and_std_over_splits():
+    x, y = blobs(20, 3, 6, seed=0, spread=0.5)
+    splits = {1: {0: np.array([0, 20, 40]), 1: np.array([1, 21, 41])}, 2: {0: np.array([0, 1, 20, 21, 40, 41])}}
+    out = fewshot_accuracy((x, y), (x, y), (x, y), splits, cs=[10.0])
+    assert set(out) == {"1", "2"} and len(out["1"]["runs"]) == 2
+    assert out["2"]["mean"] == 1.0 and out["1"]["std"] == pytest.approx(np.std(out["1"]["runs"]))
+
+
+def test_fewshot_accuracy__c_is_picked_on_val_not_test():
+    x, y = blobs(20, 3, 6, seed=0, spread=0.5)
+    splits = {2: {0: np.array([0, 1, 20, 21, 40, 41])}}
+    flipped = (x, (y + 1) % 3)
+    a = fewshot_accuracy((x, y), (x, y), (x, y), splits, cs=[1.0e-6, 10.0])
+    b = fewshot_accuracy((x, y), (x, y), flipped, splits, cs=[1.0e-6, 10.0])
+    assert a["2"]["c"] == b["2"]["c"]
+    assert a["2"]["mean"] == 1.0 and b["2"]["mean"] == 0.0
+
+
+def test_linear_probe__selects_lr_on_val_and_reads_test_once():
+    x, y = blobs(40, 3, 5, seed=0, spread=0.5)
+    t = (torch.from_numpy(x), torch.from_numpy(y))
+    flipped = (t[0], (t[1] + 1) % 3)  # a "test" set whose labels are wrong must not change the choice
+    a = linear_probe(t, t, t, 3, [1.0e-4, 0.1], epochs=20, batch_size=32, weight_decay=0.0, seed=0)
+    b = linear_probe(t, t, flipped, 3, [1.0e-4, 0.1], epochs=20, batch_size=32, weight_decay=0.0, seed=0)
+    assert a["lr"] == b["lr"] == 0.1
+    assert a["val"]["0.1"] == 1.0 and a["test"] == 1.0 and b["test"] == 0.0
