@@ -66,6 +66,9 @@ def _check_cross_keys(params: dict) -> None:
     if pretrain["warmup_epochs"] >= pretrain["epochs"]:
         raise ConfigError(f"params: pretrain.warmup_epochs={pretrain['warmup_epochs']} must be below "
                           f"pretrain.epochs={pretrain['epochs']}")
+    depth = params["refine"]["depth"]
+    if isinstance(depth, int) and depth > model["depth"]:
+        raise ConfigError(f"params: refine.depth={depth} is beyond the model's {model['depth']} blocks (model.depth)")
     last = model["depth"] - 1
     for name, variant in pretrain["variants"].items():
         blocks = variant["fuse_blocks"]

@@ -27,10 +27,11 @@ class Stage:
     files: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     per_variant: bool = False
+    runs: str = ""  # the stage module when it is not the stage's name (one module, two stages)
 
     @property
     def module(self) -> str:
-        return f"pipeline.stages.{self.name}"
+        return f"pipeline.stages.{self.runs or self.name}"
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -66,6 +67,29 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                 "results/pretrain/{variant}/model.pt"),
           files=("results/analyze/{variant}/frequency.csv", "results/analyze/{variant}/frequency.json"),
           per_variant=True),
+    Stage("refine", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
+                    "--probe results/probe/{variant}/blocks.json --out results/refine/{variant} --plots results/plots",
+          deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
+                "results/pretrain/{variant}/model.pt", "results/probe/{variant}/blocks.json"),
+          outs=("results/refine/{variant}/model.pt",),
+          files=("results/plots/refine_curve/{variant}.csv",),
+          metrics=("results/refine/{variant}/metrics.json",),
+          per_variant=True),
+    Stage("probe_refined", "--variant {variant} --label {variant}-refined --data results/data/{dataset} "
+                           "--model results/refine/{variant}/model.pt --out results/probe/{variant}-refined "
+                           "--plots results/plots",
+          deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
+                "results/refine/{variant}/model.pt"),
+          files=("results/probe/{variant}-refined/blocks.json", "results/plots/knn_blocks/{variant}-refined.csv"),
+          metrics=("results/probe/{variant}-refined/metrics.json",),
+          per_variant=True, runs="probe"),
+    Stage("evaluate_refined", "--variant {variant} --data results/data/{dataset} "
+                              "--model results/refine/{variant}/model.pt --out results/evaluate/{variant}-refined",
+          deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
+                "results/data/{dataset}/fewshot.json", "results/refine/{variant}/model.pt"),
+          files=("results/evaluate/{variant}-refined/details.json",),
+          metrics=("results/evaluate/{variant}-refined/metrics.json",),
+          per_variant=True, runs="evaluate"),
     Stage("evaluate", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
                       "--out results/evaluate/{variant}",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
@@ -79,10 +103,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           files=("results/evaluate/baselines/details.json", "results/plots/knn_blocks/random-init.csv"),
           metrics=("results/evaluate/baselines/metrics.json",)),
     Stage("report", "--probe results/probe --pretrain results/pretrain --analyze results/analyze "
-                    "--evaluate results/evaluate --out results/report",
+                    "--evaluate results/evaluate --refine results/refine --out results/report",
           deps=("results/probe/{variant}/blocks.json", "results/pretrain/{variant}/metrics.json",
                 "results/analyze/{variant}/frequency.csv", "results/analyze/{variant}/frequency.json",
                 "results/evaluate/{variant}/metrics.json", "results/evaluate/{variant}/details.json",
+                "results/probe/{variant}-refined/blocks.json", "results/evaluate/{variant}-refined/metrics.json",
+                "results/evaluate/{variant}-refined/details.json", "results/refine/{variant}/metrics.json",
                 "results/evaluate/baselines/metrics.json", "results/evaluate/baselines/details.json"),
           files=("results/report/summary.csv", "results/report/summary.md", "results/report/knn_blocks.png",
                  "results/report/frequency.png", "results/report/fusion_weights.png",
@@ -95,6 +121,8 @@ PLOTS = {
     "results/plots/knn_blocks": {"x": "block", "y": ["cls", "mean_patch"],
                                  "title": "k-NN accuracy per block (validation split)"},
     "results/plots/pretrain_curve": {"x": "epoch", "y": ["loss"], "title": "pretraining loss"},
+    "results/plots/refine_curve": {"x": "epoch", "y": ["loss", "alignment", "nn_accuracy", "knn"],
+                                   "title": "NNA refinement"},
     "results/report/knn_blocks.png": {},
     "results/report/frequency.png": {},
     "results/report/fusion_weights.png": {},

@@ -49,9 +49,24 @@ def stage_params(name):
     return values
 
 
-def stage_shell(name):
-    return _fill(STAGES[name].cmd).replace("{variant}", "{wildcards.variant}") + " > {log} 2>&1"
+def stage_command(name):
+    """A function of the wildcards giving the stage's command, identical to dvc.yaml's rendered cmd."""
+    template = _fill(STAGES[name].cmd)
+
+    def command(wildcards):
+        return template.replace("{variant}", wildcards.get("variant", ""))
+
+    return command
 
 
 def all_targets():
     return [f for name in STAGES for f in _over_variants(stage_outputs(name))]
+
+
+def stage_log(name):
+    return f"logs/{name}/{{variant}}.log" if STAGES[name].per_variant else f"logs/{name}.log"
+
+
+def stage_gpus(name):
+    """One GPU for the stages that run a model when the device is not the CPU (the workflow profile caps the sum)."""
+    return 0 if PARAMS["runtime"]["device"] == "cpu" or name in ("prepare", "report") else 1

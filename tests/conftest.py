@@ -27,6 +27,8 @@ def tiny_params() -> dict:
     p["pretrain"]["variants"] = {"mae": {"fuse_blocks": [], "fusion": "softmax"},
                                  "mff": {"fuse_blocks": [0, 2], "fusion": "softmax"}}
     p["analyze"].update(images=100, batch_size=100)
+    p["refine"].update(head_epochs=1, epochs=1, warmup_epochs=0, batch_size=128, queue_size=512, proj_hidden=64,
+                       proj_out=32, pred_hidden=64, monitor_bank=300, monitor_val=100)
     p["probe"].update(batch_size=256)
     return p
 

@@ -19,22 +19,17 @@ def val_knn(rows: list[dict[str, float]]) -> dict[str, float]:
     return {"val_knn_best": curve[b], "val_knn_best_block": b, "val_knn_last": curve[-1]}
 
 
-def summary_table(probes: dict[str, dict], random_blocks: list[dict[str, float]], pretrains: dict[str, dict],
-                  high_freq: dict[str, list[float]], evaluations: dict[str, dict[str, float]],
+def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]],
                   baselines: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """Rows for each variant's pretrained encoder, then random-init and raw pixels.
+    """Rows for each model the DAG trained (pretrained and refined variants), then random-init and raw pixels.
 
     Args:
-        probes: variant -> blocks.json (per-block k-NN on val).
+        models: name -> {"eval": evaluate metrics.json (test-split protocols), "blocks": the probe's per-block
+            rows on val, "extra": further columns (depth, pretraining loss, Fourier statistic, refine metrics)}.
         random_blocks: the random-init encoder's per-block k-NN rows (baselines details.json).
-        pretrains: variant -> pretrain metrics.json.
-        high_freq: variant -> Δ log amplitude at π per block (frequency.json).
-        evaluations: variant -> evaluate metrics.json (test-split protocols).
         baselines: "random-init" | "pixels" -> baselines metrics.json entries.
     """
-    rows = [{"model": variant, **evaluations[variant], **val_knn(probe["rows"]), "depth": probe["depth"],
-             "pretrain_loss": pretrains[variant]["loss"], "dlogamp_pi_last": high_freq[variant][-1]}
-            for variant, probe in probes.items()]
+    rows = [{"model": name, **m["eval"], **val_knn(m["blocks"]), **m["extra"]} for name, m in models.items()]
     rows.append({"model": "random-init", **baselines["random-init"], **val_knn(random_blocks)})
     rows.append({"model": "pixels", **baselines["pixels"]})
     table = pd.DataFrame(rows)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.data.prepared import Prepared
+
 
 class DeviceImages:
     """One split on `device`: images [N, C, H, W] uint8 and labels [N], with the train mean/std.
@@ -43,3 +45,9 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int, device: torch.de
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     steps = n // batch_size
     return torch.randperm(n, generator=g)[: steps * batch_size].view(steps, batch_size).to(device)
+
+
+def device_splits(data: Prepared, device: torch.device) -> dict[str, DeviceImages]:
+    """The train, val and test splits of a prepared dataset on `device`."""
+    return {s: DeviceImages(data.x[s], data.y[s], data.card["mean"], data.card["std"], device)
+            for s in ("train", "val", "test")}

@@ -57,12 +57,6 @@ def probe_encoder(encoder: ViTEncoder, bank: DeviceImages, query: DeviceImages, 
                         cfg["standardize"])
 
 
-def blocks_csv(rows: list[dict[str, float]]) -> str:
-    """Per-block rows as CSV text (block, cls, mean_patch), the data of the k-NN-per-block plot."""
-    header = list(rows[0])
-    return ",".join(header) + "\n" + "".join(",".join(f"{r[h]:.6g}" for h in header) + "\n" for r in rows)
-
-
 def probe_splits(data: Prepared, bank_limit: int, seed: int, device: torch.device) -> tuple[DeviceImages, DeviceImages]:
     """The k-NN bank (train, or a stratified subset of `bank_limit`; 0 = all) and the validation queries."""
     idx = slice(None)

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 from pipeline.atomic import write_json, write_text
+from pipeline.data.loader import device_splits
 from pipeline.data.prepared import load_prepared
 from pipeline.eval.features import pooled_features
-from pipeline.eval.probe import blocks_csv, probe_encoder, probe_splits
+from pipeline.eval.probe import probe_encoder, probe_splits
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.vit import POOLS, ViTEncoder
-from pipeline.stages.evaluate import splits_on
+from pipeline.records import records_csv
 from pipeline.stages.runner import load_stage_params, run
 from pipeline.train import device as rt
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     rt.seed_everything(p["seed"])
     device = rt.resolve_device(run_cfg["device"])
     data = load_prepared(args.data)
-    splits = splits_on(data, device)
+    splits = device_splits(data, device)
     labels = {s: d.labels for s, d in splits.items()}
     c, h, _ = data.image_shape
     encoder = ViTEncoder(h, m["patch_size"], c, m["embed_dim"], m["depth"], m["num_heads"], m["mlp_ratio"]).to(device)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     curves = probe_encoder(encoder, bank, val, p["probe"])
     rows = [{"block": b, **{pool: curves[pool][b] for pool in POOLS}} for b in range(encoder.depth)]
     details["random-init"]["blocks"] = rows
-    write_text(args.plots / "knn_blocks" / "random-init.csv", blocks_csv(rows))
+    write_text(args.plots / "knn_blocks" / "random-init.csv", records_csv(rows))
     write_json(args.out / "details.json", details)
     write_json(args.out / "metrics.json", {name: flat_metrics(r) for name, r in details.items()})
     log.info("baselines: %s", {name: flat_metrics(r) for name, r in details.items()})

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import write_json
-from pipeline.data.loader import DeviceImages, epoch_order
-from pipeline.data.prepared import Prepared, load_prepared
+from pipeline.data.loader import DeviceImages, device_splits, epoch_order
+from pipeline.data.prepared import load_prepared
 from pipeline.eval.features import pooled_features
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.vit import ViTEncoder
@@ -30,11 +30,6 @@ log = logging.getLogger(__name__)
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
 PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "evaluate")
-
-
-def splits_on(data: Prepared, device: torch.device) -> dict[str, DeviceImages]:
-    return {s: DeviceImages(data.x[s], data.y[s], data.card["mean"], data.card["std"], device)
-            for s in ("train", "val", "test")}
 
 
 def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_classes: int, cfg: dict, seed: int,
@@ -75,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     encoder = ViTEncoder(**ckpt["arch"])
     load_module_state(encoder, ckpt["encoder"], str(args.model))
     data = load_prepared(args.data)
-    splits = splits_on(data, device)
+    splits = device_splits(data, device)
     encoder.to(device)
     feats = {s: pooled_features(encoder, d, cfg["batch_size"], lambda: rt.autocast(device, run_cfg["precision"]))
              for s, d in splits.items()}

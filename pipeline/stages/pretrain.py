@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ from pipeline.data.prepared import load_prepared
 from pipeline.errors import ConfigError
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.models.vit import ViTEncoder
+from pipeline.records import records_csv
 from pipeline.stages.runner import fingerprint, load_stage_params, run
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, save_checkpoint
@@ -36,15 +35,6 @@ PARAMS = (
     "pretrain.batch_size", "pretrain.blr", "pretrain.min_lr", "pretrain.weight_decay", "pretrain.beta1",
     "pretrain.beta2", "pretrain.crop_scale_min", "pretrain.hflip", "pretrain.checkpoint_every",
 )
-
-
-def curve_csv(history: list[dict[str, float]]) -> str:
-    """Per-epoch records as CSV text (the training curve that `dvc plots` draws)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: f"{v:.6g}" for k, v in rec.items()} for rec in history)
-    return buf.getvalue()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": {k: v.cpu() for k, v in model.state_dict().items()}})
     # timings go to the log and DVCLive only: reruns must write identical bytes
     curve = [{k: v for k, v in rec.items() if k != "images_per_s"} for rec in result.history]
-    write_text(args.plots / "pretrain_curve" / f"{args.variant}.csv", curve_csv(curve))
+    write_text(args.plots / "pretrain_curve" / f"{args.variant}.csv", records_csv(curve))
     write_json(args.out / "metrics.json", {
         "loss": round(last["loss"], 6), "epochs": pre["epochs"], "steps": result.steps,
         "fusion_weights": {str(b): round(w, 6) for b, w in zip(fuse_blocks, weights)}})

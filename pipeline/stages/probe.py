@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pipeline.atomic import write_json, write_text
 from pipeline.data.prepared import load_prepared
-from pipeline.eval.probe import blocks_csv, probe_encoder, probe_splits, select_depth
+from pipeline.eval.probe import probe_encoder, probe_splits, select_depth
 from pipeline.models.vit import POOLS, ViTEncoder
+from pipeline.records import records_csv
 from pipeline.stages.runner import load_stage_params, run
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import load_checkpoint, load_module_state
@@ -28,6 +29,7 @@ PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "run
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.stages.probe", description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True)
+    parser.add_argument("--label", help="name of the probed model in outputs (default: the variant)")
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--model", required=True, type=Path, help="results/pretrain/<variant>/model.pt")
     parser.add_argument("--out", required=True, type=Path, help="results/probe/<variant>")
@@ -53,9 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     depth = select_depth(curves[cfg["select_feature"]], cfg["select"])
     blocks = list(range(encoder.depth))
     rows = [{"block": b, **{pool: curves[pool][b] for pool in POOLS}} for b in blocks]
-    write_text(args.plots / "knn_blocks" / f"{args.variant}.csv", blocks_csv(rows))
+    label = args.label or args.variant
+    write_text(args.plots / "knn_blocks" / f"{label}.csv", records_csv(rows))
     write_json(args.out / "blocks.json", {
-        "variant": args.variant, "rows": rows, "depth": depth, "select": cfg["select"],
+        "variant": args.variant, "model": label, "rows": rows, "depth": depth, "select": cfg["select"],
         "select_feature": cfg["select_feature"], "bank_size": len(bank), "val_size": len(val)})
     metrics = {"depth": depth}  # no timings here: reruns must write identical bytes
     for pool in POOLS:

@@ -21,8 +21,9 @@ SUMMARY_HEADER = """# Summary
 
 Accuracies in %. knn_*, linear, fewshot_<shots> (mean over the fixed splits), kmeans_* and finetune are on the
 test split, with hyperparameters chosen on the validation split; val_knn_* is the per-block k-NN (CLS) of the
-probe on the validation split (blocks 0-based), depth the number of blocks kept for refinement, and
-dlogamp_pi_last the Δ log amplitude at frequency π of the last block's tokens.
+probe on the validation split (blocks 0-based), depth the number of blocks kept for refinement (a refined model
+has only those), dlogamp_pi_last the Δ log amplitude at frequency π of the last block's tokens, nn_accuracy and
+alignment the NN-retrieval accuracy and positive softmax mass at the end of refinement.
 
 """
 
@@ -42,23 +43,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrain", required=True, type=Path, help="results/pretrain")
     parser.add_argument("--analyze", required=True, type=Path, help="results/analyze")
     parser.add_argument("--evaluate", required=True, type=Path, help="results/evaluate")
+    parser.add_argument("--refine", required=True, type=Path, help="results/refine")
     parser.add_argument("--out", required=True, type=Path, help="results/report")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     variants = list(load_stage_params("report", PARAMS, args.params)["pretrain"]["variants"])
 
-    probes = {v: read_json(args.probe / v / "blocks.json") for v in variants}
-    pretrains = {v: read_json(args.pretrain / v / "metrics.json") for v in variants}
-    high_freq = {v: read_json(args.analyze / v / "frequency.json")["high_frequency"] for v in variants}
-    evaluations = {v: read_json(args.evaluate / v / "metrics.json") for v in variants}
+    models: dict[str, dict] = {}
+    for v in variants:
+        pretrain = read_json(args.pretrain / v / "metrics.json")
+        probe = read_json(args.probe / v / "blocks.json")
+        high_freq = read_json(args.analyze / v / "frequency.json")["high_frequency"]
+        models[v] = {"eval": read_json(args.evaluate / v / "metrics.json"), "blocks": probe["rows"],
+                     "details": read_json(args.evaluate / v / "details.json"),
+                     "extra": {"depth": probe["depth"], "pretrain_loss": pretrain["loss"],
+                               "dlogamp_pi_last": high_freq[-1]}, "fusion": pretrain["fusion_weights"]}
+        refine = read_json(args.refine / v / "metrics.json")
+        models[f"{v}-refined"] = {
+            "eval": read_json(args.evaluate / f"{v}-refined" / "metrics.json"),
+            "blocks": read_json(args.probe / f"{v}-refined" / "blocks.json")["rows"],
+            "details": read_json(args.evaluate / f"{v}-refined" / "details.json"),
+            "extra": {"depth": refine["depth"], "nn_accuracy": refine["nn_accuracy"],
+                      "alignment": refine["alignment"]}}
     baselines = read_json(args.evaluate / "baselines" / "metrics.json")
-    details = {v: read_json(args.evaluate / v / "details.json") for v in variants}
-    details.update(read_json(args.evaluate / "baselines" / "details.json"))
+    details = read_json(args.evaluate / "baselines" / "details.json")
     random_blocks = details["random-init"]["blocks"]
-    table = summary_table(probes, random_blocks, pretrains, high_freq, evaluations, baselines)
+    table = summary_table(models, random_blocks, baselines)
     write_text(args.out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
     write_text(args.out / "summary.md", SUMMARY_HEADER + markdown_table(table))
-    knn_blocks_figure({**{v: probe["rows"] for v, probe in probes.items()}, "random-init": random_blocks},
+    knn_blocks_figure({**{name: m["blocks"] for name, m in models.items()}, "random-init": random_blocks},
                       args.out / "knn_blocks.png")
     spectra = {}
     for v in variants:
@@ -67,8 +80,9 @@ def main(argv: list[str] | None = None) -> None:
             raise DataError(f"report: missing input {path} (run the stage that writes it)")
         spectra[v] = pd.read_csv(path)
     frequency_figure(spectra, args.out / "frequency.png")
-    fewshot_figure({m: d["fewshot"] for m, d in details.items()}, args.out / "fewshot.png")
-    fusion_weights_figure({v: m["fusion_weights"] for v, m in pretrains.items() if m["fusion_weights"]},
+    fewshot_figure({**{name: m["details"]["fewshot"] for name, m in models.items()},
+                    **{name: d["fewshot"] for name, d in details.items()}}, args.out / "fewshot.png")
+    fusion_weights_figure({v: models[v]["fusion"] for v in variants if models[v]["fusion"]},
                           args.out / "fusion_weights.png")
     metrics = {row["model"]: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()
                               if k != "model" and v == v}

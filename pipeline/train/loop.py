@@ -42,7 +42,8 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
         lr_at: Callable[[int], float], epochs: int, seed: int, checkpointer: Checkpointer | None = None,
         checkpoint_every: int = 1, autocast: Callable[[], Any] | None = None, check_every: int = 50,
         on_step: Callable[[int], None] | None = None, on_epoch: Callable[[dict[str, float]], None] | None = None,
-        extra_state: dict[str, nn.Module] | None = None) -> FitResult:
+        extra_state: dict[str, nn.Module] | None = None, after_step: Callable[[], None] | None = None
+        ) -> FitResult:
     """Train `model` for `epochs`, resuming from `checkpointer` if it holds this run's state.
 
     Args:
@@ -59,6 +60,7 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
         on_step: called with the number of images of each step (progress bars).
         on_epoch: called with each epoch's record (DVCLive).
         extra_state: further modules (queue, EMA) saved and restored with the model.
+        after_step: called after every optimizer step (the EMA update).
     Returns:
         FitResult with one record per epoch.
     Raises:
@@ -92,6 +94,8 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if after_step:
+                after_step()
             if bad_step is None:
                 bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
             # first non-finite step, kept on the device: no host sync per step

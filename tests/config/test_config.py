@@ -31,6 +31,8 @@ def test_load_params__gpu_profile_overlay_is_valid(tmp_path):
     (lambda p: p["model"].update(num_heads=5), "model.embed_dim=32 is not divisible by model.num_heads=5"),
     (lambda p: p["pretrain"]["variants"]["mff"].update(fuse_blocks=[0, 1]), "end with the last block 2"),
     (lambda p: p["data"].update(dataset="mnist"), "data.dataset = 'mnist'"),
+    (lambda p: p["refine"].update(depth=7), "refine.depth=7 is beyond the model's 3 blocks"),
+    (lambda p: p["refine"].update(depth="half"), "refine.depth = 'half'"),
 ])
 def test_load_params__bad_value_names_the_key(tmp_path, params, edit, needle):
     edit(params)

@@ -73,8 +73,9 @@ def test_parity__same_jobs_commands_outs_and_deps(project):
     smk, dvc = snakemake_jobs(project), dvc_stages(project)
     assert set(smk) == set(dvc), "commands differ between Snakemake and DVC"
     assert sorted(s["name"] for s in dvc.values()) == [
-        "analyze@mae", "analyze@mff", "baselines", "evaluate@mae", "evaluate@mff", "prepare", "pretrain@mae",
-        "pretrain@mff", "probe@mae", "probe@mff", "report"]
+        "analyze@mae", "analyze@mff", "baselines", "evaluate@mae", "evaluate@mff", "evaluate_refined@mae",
+        "evaluate_refined@mff", "prepare", "pretrain@mae", "pretrain@mff", "probe@mae", "probe@mff",
+        "probe_refined@mae", "probe_refined@mff", "refine@mae", "refine@mff", "report"]
     for cmd, stage in dvc.items():
         job = smk[cmd]
         assert job["rule"] == stage["name"].split("@")[0]

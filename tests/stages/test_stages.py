@@ -124,3 +124,19 @@ def test_prepare__fashion_mnist_subset_from_debian_package(tmp_path, params):
     assert card["counts"] == {"train": 2000, "val": 1000, "test": 500} and card["shape"] == [28, 28, 1]
     assert card["counts_per_class"]["val"] == [100] * 10 and card["classes"][0] == "t-shirt"
     assert 0.25 < card["mean"][0] < 0.32  # Fashion-MNIST's pixel mean is about 0.286
+
+
+def test_evaluate__all_protocols_with_a_short_finetune(work, params):
+    params["evaluate"]["finetune"].update(epochs=1, warmup_epochs=0, batch_size=128, mixup=0.8, cutmix=1.0,
+                                          drop_path=0.1, smoothing=0.1)
+    params["evaluate"]["linear"].update(epochs=3)
+    write_params(work / "params.yaml", params)
+    run_stage("pretrain", PRETRAIN, work)
+    run_stage("evaluate", ["--variant", "mae", "--data", "results/data/digits", "--model",
+                           "results/pretrain/mae/model.pt", "--out", "results/evaluate/mae"], work)
+    metrics = json.loads((work / "results/evaluate/mae/metrics.json").read_text())
+    assert set(metrics) == {"knn_cls", "knn_mean_patch", "linear", "fewshot_1", "fewshot_2", "kmeans_acc",
+                            "kmeans_nmi", "kmeans_ari", "finetune"}
+    assert all(0 <= v <= 1 for v in metrics.values())
+    details = json.loads((work / "results/evaluate/mae/details.json").read_text())
+    assert set(details["linear"]["val"]) == {"0.01", "0.1", "1.0"} and len(details["fewshot"]["2"]["runs"]) == 2

@@ -1,0 +1,44 @@
+"""Projector and predictor heads of NNA refinement (reference/mim_refiner.md 1.1).
+
+"Projector: Linear(d_in→2048, no bias) → BN → GELU → Linear(2048→2048, no bias) → BN → GELU →
+Linear(2048→256, no bias) → BN(256)"; "Predictor: Linear(256→4096) → BN → GELU → Linear(4096→256) → BN(256)".
+Widths are arguments so small datasets can scale them down.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def mlp(dims: list[int]) -> nn.Sequential:
+    """Linear (no bias) + BatchNorm between every pair of widths, GELU after all but the last."""
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers += [nn.Linear(d_in, d_out, bias=False), nn.BatchNorm1d(d_out)]
+        if i < len(dims) - 2:
+            layers.append(nn.GELU())
+    for m in layers:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+    return nn.Sequential(*layers)
+
+
+class IDHead(nn.Module):
+    """One instance-discrimination head: projector (3 layers) and predictor (2 layers).
+
+    Args:
+        dim: input width (the encoder's D).
+        hidden: projector hidden width.
+        out: embedding width.
+        pred_hidden: predictor hidden width.
+    """
+
+    def __init__(self, dim: int, hidden: int, out: int, pred_hidden: int):
+        super().__init__()
+        self.projector = mlp([dim, hidden, hidden, out])
+        self.predictor = mlp([out, pred_hidden, out])
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, D] pooled features -> (z [N, out] projections, p [N, out] predictions)."""
+        z = self.projector(features)
+        return z, self.predictor(z)

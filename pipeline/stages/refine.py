@@ -1,0 +1,138 @@
+"""refine[variant]: NNA refinement of the probed encoder (MIM-Refiner) -> results/refine/<variant>/model.pt.
+
+Phase 1 trains the heads on the frozen encoder; phase 2 trains everything with layer-wise lr decay. The EMA of
+the encoder is what the written model holds (and what evaluation uses). Each phase resumes after a kill.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from dvclive import Live
+
+from pipeline.atomic import write_json, write_text
+from pipeline.data.loader import DeviceImages, epoch_order
+from pipeline.data.prepared import load_prepared
+from pipeline.data.splits import stratified_subset
+from pipeline.errors import ConfigError
+from pipeline.eval.features import pooled_features
+from pipeline.eval.knn import knn_accuracy
+from pipeline.models.vit import ViTEncoder
+from pipeline.records import records_csv
+from pipeline.stages.runner import fingerprint, load_stage_params, run
+from pipeline.train import device as rt
+from pipeline.train.checkpoint import Checkpointer, load_checkpoint, load_module_state, save_checkpoint
+from pipeline.train.finetune import layer_of
+from pipeline.train.loop import fit
+from pipeline.train.nna_step import Refiner, head_blocks, nna_step_fn
+from pipeline.train.optim import layer_decay_groups
+from pipeline.train.queue import EMA
+from pipeline.train.schedules import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "refine")
+
+
+def refinement_depth(choice: str | int, probed: int, depth: int) -> int:
+    """refine.depth: auto -> the probe's choice, full -> every block, an int -> that many blocks."""
+    value = {"auto": probed, "full": depth}.get(choice, choice)
+    if not isinstance(value, int) or not 1 <= value <= depth:
+        raise ConfigError(f"params: refine.depth = {choice!r} is outside 1..{depth} (the encoder has {depth} blocks)")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.refine", description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--model", required=True, type=Path, help="results/pretrain/<variant>/model.pt")
+    parser.add_argument("--probe", required=True, type=Path, help="results/probe/<variant>/blocks.json")
+    parser.add_argument("--out", required=True, type=Path, help="results/refine/<variant>")
+    parser.add_argument("--plots", required=True, type=Path, help="results/plots (curve goes to refine_curve/)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    p = load_stage_params("refine", PARAMS, args.params, args.variant)
+    run_cfg, cfg, seed = p["runtime"], p["refine"], p["seed"]
+
+    rt.set_threads(run_cfg["threads"])
+    rt.seed_everything(seed)
+    device = rt.resolve_device(run_cfg["device"])
+    ckpt = load_checkpoint(args.model)
+    encoder = ViTEncoder(**ckpt["arch"])
+    load_module_state(encoder, ckpt["encoder"], str(args.model))
+    depth = refinement_depth(cfg["depth"], json.loads(args.probe.read_text())["depth"], encoder.depth)
+    encoder.truncate(depth)
+    refiner = Refiner(encoder, head_blocks(depth, cfg["heads"]), cfg["proj_hidden"], cfg["proj_out"],
+                      cfg["pred_hidden"], cfg["queue_size"], cfg["topk"]).to(device)
+    ema = EMA(encoder, cfg["ema"])
+
+    data = load_prepared(args.data)
+    stats = (data.card["mean"], data.card["std"], device)
+    train = DeviceImages(data.x["train"], data.y["train"], *stats)
+    mon_bank = stratified_subset(data.y["train"], min(cfg["monitor_bank"], len(train)), seed)
+    mon_val = stratified_subset(data.y["val"], min(cfg["monitor_val"], data.y["val"].size), seed)
+    monitor = (DeviceImages(data.x["train"][mon_bank], data.y["train"][mon_bank], *stats),
+               DeviceImages(data.x["val"][mon_val], data.y["val"][mon_val], *stats))
+    bs = cfg["batch_size"]
+    steps = len(train) // bs
+    if steps == 0:
+        raise ConfigError(f"params: refine.batch_size={bs} exceeds the {len(train)} training images")
+    step_fn = nna_step_fn(refiner, train, cfg["temperature"], cfg["global_scale_min"], cfg["local_crops"],
+                          tuple(cfg["local_scale"]))
+    tag = fingerprint(p, args.variant, data.card["sha256"], ckpt["arch"], depth)
+    live = Live(dir=str(args.out / "live"), resume=any(args.out.glob("resume-*.pt")), dvcyaml=False,
+                save_dvc_exp=False, report=None)
+
+    def on_epoch(rec: dict[str, float]) -> None:
+        # k-NN of the EMA encoder on a held-out subset: collapse shows here while it trains
+        bank, val = (pooled_features(ema.module, d, 1024)["cls"] for d in monitor)
+        rec["knn"] = knn_accuracy(bank, monitor[0].labels, val, monitor[1].labels, 20, 0.07)
+        for k, v in rec.items():
+            if k not in ("epoch", "step"):
+                live.log_metric(f"refine/{k}", v)
+        live.next_step()
+        log.info("epoch %d: %s", rec["epoch"], {k: round(v, 5) for k, v in rec.items()})
+
+    history = []
+    phases = (("heads", cfg["head_epochs"], cfg["head_blr"], False), ("full", cfg["epochs"], cfg["blr"], True))
+    for name, epochs, blr, train_encoder in phases:
+        if epochs == 0:
+            continue
+        encoder.requires_grad_(train_encoder)
+        groups = layer_decay_groups(refiner, depth + 1, layer_of(depth), cfg["weight_decay"], cfg["layer_decay"])
+        for g in groups:  # heads (scale 1, the only decayed weights there) use the heads' weight decay
+            if g["lr_scale"] == 1.0 and g["weight_decay"] > 0:
+                g["weight_decay"] = cfg["head_weight_decay"]
+        opt = torch.optim.AdamW(groups, lr=0.0, betas=(cfg["beta1"], cfg["beta2"]), fused=device.type == "cuda")
+        lr, warm = blr * bs / 256, min(cfg["warmup_epochs"], epochs - 1) * steps
+        result = fit(refiner, step_fn, lambda e: epoch_order(len(train), bs, seed, e, device), opt,
+                     lambda s: warmup_cosine(s, epochs * steps, warm, lr, 1.0e-6), epochs, seed,
+                     checkpointer=Checkpointer(args.out / f"resume-{name}.pt", f"{tag}-{name}"),
+                     checkpoint_every=cfg["checkpoint_every"], autocast=lambda: rt.autocast(device, run_cfg["precision"]),
+                     on_epoch=on_epoch, extra_state={"ema": ema},
+                     after_step=(lambda: ema.update(encoder)) if train_encoder else None)
+        history += [{"phase": float(train_encoder), **r} for r in result.history]
+    live.end()
+
+    save_checkpoint(args.out / "model.pt", {
+        "arch": dict(encoder.arch), "variant": args.variant, "depth": depth, "head_blocks": refiner.blocks,
+        "encoder": {k: v.cpu() for k, v in ema.module.state_dict().items()},
+        "refiner": {k: v.cpu() for k, v in refiner.state_dict().items()}})
+    write_text(args.plots / "refine_curve" / f"{args.variant}.csv", records_csv(
+        [{k: v for k, v in r.items() if k != "images_per_s"} | {"epoch": i + 1} for i, r in enumerate(history)]))
+    last = history[-1]
+    write_json(args.out / "metrics.json", {"depth": depth, "head_blocks": refiner.blocks,
+                                           **{k: round(last[k], 6) for k in ("loss", "alignment", "nn_accuracy",
+                                                                             "nn_similarity", "knn")}})
+    for name in ("heads", "full"):
+        (args.out / f"resume-{name}.pt").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

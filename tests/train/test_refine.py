@@ -1,0 +1,91 @@
+"""The NN queue, the EMA, and the two refinement phases (frozen encoder; resume of queue and EMA)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from pipeline.data.loader import DeviceImages, epoch_order
+from pipeline.models.vit import ViTEncoder
+from pipeline.train.checkpoint import Checkpointer
+from pipeline.train.finetune import layer_of
+from pipeline.train.loop import fit
+from pipeline.train.nna_step import Refiner, head_blocks, nna_step_fn
+from pipeline.train.optim import layer_decay_groups
+from pipeline.train.queue import EMA, NNQueue
+
+
+def test_queue__never_returns_own_entry_and_wraps():
+    queue = NNQueue(size=4, dim=2)
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    queue.push(z, torch.tensor([10, 11, 12]), torch.tensor([0, 1, 0]))
+    # sample 10 is most similar to its own entry; it must get 12's entry (the next most similar) instead
+    nn, label, sim = queue.query(torch.tensor([[1.0, 0.0]]), torch.tensor([10]))
+    assert torch.equal(nn, z[2:3]) and label.tolist() == [0] and sim.item() < 1.0
+    queue.push(torch.tensor([[5.0, 5.0], [6.0, 6.0]]), torch.tensor([13, 14]), torch.tensor([1, 1]))
+    assert queue.idx.tolist() == [14, 11, 12, 13] and int(queue.ptr) == 1
+
+
+def test_queue__query_before_push_returns_a_detached_copy():
+    queue = NNQueue(size=3, dim=2)
+    queue.push(torch.ones(3, 2), torch.arange(3), torch.zeros(3, dtype=torch.long))
+    nn, _, _ = queue.query(torch.ones(1, 2, requires_grad=True), torch.tensor([7]))
+    nn += 1
+    assert torch.equal(queue.x, torch.ones(3, 2)) and not nn.requires_grad
+
+
+def test_ema__update_is_exact():
+    online = torch.nn.Linear(2, 2)
+    ema = EMA(online, momentum=0.9)
+    before = copy.deepcopy(ema.module.weight.detach())
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    ema.update(online)
+    torch.testing.assert_close(ema.module.weight, 0.9 * before + 0.1 * online.weight.detach())
+
+
+def test_head_blocks__last_third_by_default():
+    assert head_blocks(6, 0) == [4, 5] and head_blocks(2, 0) == [1] and head_blocks(6, 3) == [3, 4, 5]
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(0)
+    data = DeviceImages((torch.rand(64, 8, 8, 1, generator=g) * 255).to(torch.uint8).numpy(),
+                        torch.randint(0, 3, (64,), generator=g).numpy(), [0.5], [0.25], torch.device("cpu"))
+    encoder = ViTEncoder(8, 2, 1, 16, 2, 2)
+    refiner = Refiner(encoder, [1], 16, 8, 16, queue_size=32, topk=2)
+    return data, encoder, refiner, EMA(encoder, 0.9)
+
+
+def _fit(data, encoder, refiner, ema, epochs, train_encoder, ckpt=None):
+    encoder.requires_grad_(train_encoder)
+    opt = torch.optim.AdamW(layer_decay_groups(refiner, 3, layer_of(2), 0.05, 0.65), lr=0.0)
+    step = nna_step_fn(refiner, data, 0.2, 0.25, 1, (0.05, 0.25))
+    return fit(refiner, step, lambda e: epoch_order(64, 16, 0, e, torch.device("cpu")), opt, lambda s: 1.0e-3,
+               epochs, 0, checkpointer=ckpt, extra_state={"ema": ema},
+               after_step=(lambda: ema.update(encoder)) if train_encoder else None)
+
+
+def test_refine__frozen_phase_leaves_encoder_bit_identical():
+    data, encoder, refiner, ema = _setup()
+    before = copy.deepcopy(encoder.state_dict())
+    heads_before = copy.deepcopy(refiner.heads.state_dict())
+    result = _fit(data, encoder, refiner, ema, 2, train_encoder=False)
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    assert any(not torch.equal(heads_before[k], v) for k, v in refiner.heads.state_dict().items())
+    assert {"alignment", "nn_accuracy", "nn_similarity"} <= set(result.history[-1])
+
+
+def test_refine__resumed_run_continues_queue_and_ema(tmp_path):
+    ref = _setup()
+    _fit(*ref, 3, train_encoder=True)
+    run = _setup()
+    ckpt = Checkpointer(tmp_path / "resume.pt", "nna")
+    _fit(*run, 2, train_encoder=True, ckpt=ckpt)
+    resumed = _setup()  # a fresh process: everything comes back from the checkpoint
+    result = _fit(*resumed, 3, train_encoder=True, ckpt=ckpt)
+    assert result.resumed_from_epoch == 2
+    for a, b in ((ref[2], resumed[2]), (ref[3], resumed[3])):  # refiner (with queues), EMA
+        for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), k
