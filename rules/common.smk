@@ -33,8 +33,13 @@ def stage_inputs(name):
 
 
 def stage_outputs(name):
+    """The stage's outputs; the report stage's figures and table are flagged for `snakemake --report`."""
     stage = STAGES[name]
-    return [_fill(o) for o in (*stage.outs, *stage.files, *stage.metrics)]
+    paths = [_fill(o) for o in (*stage.outs, *stage.files, *stage.metrics)]
+    if name != "report":
+        return paths
+    return [report(p, category="figures") if p.endswith(".png")
+            else report(p, category="table") if p.endswith("summary.csv") else p for p in paths]
 
 
 def stage_params(name):

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.data.loader import DeviceImages
+from pipeline.models.vit import ViTEncoder
+
 
 def relative_log_amplitude(patch_tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Δ log amplitude of the 2-D Fourier transform of a token map, from frequency 0 to π along the diagonal.
@@ -27,3 +30,16 @@ def relative_log_amplitude(patch_tokens: torch.Tensor, grid: tuple[int, int]) ->
     j = torch.arange(min(h, w) // 2 + 1)
     diag = log_amp[j, j]
     return diag - diag[0]
+
+
+@torch.no_grad()
+def block_spectra(encoder: ViTEncoder, data: DeviceImages, batch_size: int) -> list[torch.Tensor]:
+    """Δ log amplitude per block, averaged over all images of `data` (patch tokens, raw block outputs)."""
+    encoder.eval()
+    grid = int(encoder.num_patches ** 0.5)
+    sums: list[torch.Tensor] = []
+    for images, _ in data.batches(batch_size):
+        tokens = encoder.forward_intermediates(images, list(range(encoder.depth)), norm=False)
+        curves = [relative_log_amplitude(t[:, 1:], (grid, grid)) * images.shape[0] for t in tokens]
+        sums = curves if not sums else [s + c for s, c in zip(sums, curves)]
+    return [s / len(data) for s in sums]

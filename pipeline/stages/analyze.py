@@ -10,35 +10,19 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
-from pipeline.analysis.frequency import relative_log_amplitude
+from pipeline.analysis.frequency import block_spectra
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import DeviceImages
 from pipeline.data.prepared import load_prepared
 from pipeline.data.splits import stratified_subset
-from pipeline.models.vit import ViTEncoder
 from pipeline.stages.runner import load_stage_params, run
 from pipeline.train import device as rt
-from pipeline.train.checkpoint import load_checkpoint, load_module_state
+from pipeline.train.checkpoint import load_encoder
 
 log = logging.getLogger(__name__)
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
 PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "analyze")
-
-
-@torch.no_grad()
-def block_spectra(encoder: ViTEncoder, data: DeviceImages, batch_size: int) -> list[torch.Tensor]:
-    """Δ log amplitude per block, averaged over all images of `data` (patch tokens, raw block outputs)."""
-    encoder.eval()
-    grid = int(encoder.num_patches ** 0.5)
-    sums: list[torch.Tensor] = []
-    for images, _ in data.batches(batch_size):
-        tokens = encoder.forward_intermediates(images, list(range(encoder.depth)), norm=False)
-        curves = [relative_log_amplitude(t[:, 1:], (grid, grid)) * images.shape[0] for t in tokens]
-        sums = curves if not sums else [s + c for s, c in zip(sums, curves)]
-    return [s / len(data) for s in sums]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,9 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rt.set_threads(run_cfg["threads"])
     device = rt.resolve_device(run_cfg["device"])
-    ckpt = load_checkpoint(args.model)
-    encoder = ViTEncoder(**ckpt["arch"])
-    load_module_state(encoder, ckpt["encoder"], str(args.model))
+    encoder, ckpt = load_encoder(args.model)
     data = load_prepared(args.data)
     idx = stratified_subset(data.y["val"], min(cfg["images"], data.y["val"].size), p["seed"])
     val = DeviceImages(data.x["val"][idx], data.y["val"][idx], data.card["mean"], data.card["std"], device)

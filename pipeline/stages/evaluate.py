@@ -18,9 +18,9 @@ from pipeline.data.prepared import load_prepared
 from pipeline.eval.features import pooled_features
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.vit import ViTEncoder
-from pipeline.stages.runner import load_stage_params, run
+from pipeline.stages.runner import fingerprint, load_stage_params, run
 from pipeline.train import device as rt
-from pipeline.train.checkpoint import load_checkpoint, load_module_state
+from pipeline.train.checkpoint import Checkpointer, hash_state, load_encoder, load_module_state
 from pipeline.train.finetune import Classifier, classifier_accuracy, finetune_step_fn, layer_of
 from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
@@ -33,8 +33,11 @@ PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "run
 
 
 def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_classes: int, cfg: dict, seed: int,
-             device: torch.device, precision: str) -> dict:
-    """Fine-tune a copy of the encoder end to end with layer-wise lr decay; val and test accuracy at the end."""
+             device: torch.device, precision: str, checkpointer: Checkpointer) -> dict:
+    """Fine-tune a copy of the encoder end to end with layer-wise lr decay; val and test accuracy at the end.
+
+    Resumes from `checkpointer` after a kill, and saves to it every `cfg["checkpoint_every"]` epochs.
+    """
     encoder = ViTEncoder(**arch, drop_path_rate=cfg["drop_path"])
     load_module_state(encoder, state, "fine-tune encoder")
     model = Classifier(encoder, num_classes).to(device)
@@ -48,7 +51,9 @@ def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_class
                                cfg["smoothing"])
     fit(model, step_fn, lambda e: epoch_order(len(train), bs, seed, e, device), opt,
         lambda s: warmup_cosine(s, cfg["epochs"] * steps, cfg["warmup_epochs"] * steps, lr, 1.0e-6),
-        cfg["epochs"], seed, autocast=lambda: rt.autocast(device, precision))
+        cfg["epochs"], seed, checkpointer=checkpointer, checkpoint_every=cfg["checkpoint_every"],
+        autocast=lambda: rt.autocast(device, precision))
+    checkpointer.clear()
     return {s: classifier_accuracy(model, splits[s], bs) for s in ("val", "test")}
 
 
@@ -66,9 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     rt.set_threads(run_cfg["threads"])
     rt.seed_everything(p["seed"])
     device = rt.resolve_device(run_cfg["device"])
-    ckpt = load_checkpoint(args.model)
-    encoder = ViTEncoder(**ckpt["arch"])
-    load_module_state(encoder, ckpt["encoder"], str(args.model))
+    encoder, ckpt = load_encoder(args.model)
     data = load_prepared(args.data)
     splits = device_splits(data, device)
     encoder.to(device)
@@ -77,8 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     result = frozen_protocols(feats, {s: d.labels for s, d in splits.items()}, data.fewshot, data.num_classes, cfg,
                               p["seed"])
     if cfg["finetune"]["epochs"] > 0:
+        resume = Checkpointer(args.out / "resume-finetune.pt",
+                              fingerprint(p, data.card["sha256"], ckpt["arch"], hash_state(ckpt["encoder"])))
         result["finetune"] = finetune(ckpt["arch"], ckpt["encoder"], splits, data.num_classes, cfg["finetune"],
-                                      p["seed"], device, run_cfg["precision"])
+                                      p["seed"], device, run_cfg["precision"], resume)
     write_json(args.out / "details.json", result)
     write_json(args.out / "metrics.json", flat_metrics(result))
     log.info("%s: %s", args.variant, flat_metrics(result))

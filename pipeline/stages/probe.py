@@ -14,11 +14,11 @@ from pathlib import Path
 from pipeline.atomic import write_json, write_text
 from pipeline.data.prepared import load_prepared
 from pipeline.eval.probe import probe_encoder, probe_splits, select_depth
-from pipeline.models.vit import POOLS, ViTEncoder
+from pipeline.models.vit import POOLS
 from pipeline.records import records_csv
 from pipeline.stages.runner import load_stage_params, run
 from pipeline.train import device as rt
-from pipeline.train.checkpoint import load_checkpoint, load_module_state
+from pipeline.train.checkpoint import load_encoder
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rt.set_threads(run_cfg["threads"])
     device = rt.resolve_device(run_cfg["device"])
-    ckpt = load_checkpoint(args.model)
-    encoder = ViTEncoder(**ckpt["arch"])
-    load_module_state(encoder, ckpt["encoder"], str(args.model))
+    encoder, ckpt = load_encoder(args.model)
     data = load_prepared(args.data)
     bank, val = probe_splits(data, cfg["bank_limit"], p["seed"], device)
 

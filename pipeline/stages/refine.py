@@ -21,11 +21,10 @@ from pipeline.data.splits import stratified_subset
 from pipeline.errors import ConfigError
 from pipeline.eval.features import pooled_features
 from pipeline.eval.knn import knn_accuracy
-from pipeline.models.vit import ViTEncoder
 from pipeline.records import records_csv
 from pipeline.stages.runner import fingerprint, load_stage_params, run
 from pipeline.train import device as rt
-from pipeline.train.checkpoint import Checkpointer, load_checkpoint, load_module_state, save_checkpoint
+from pipeline.train.checkpoint import Checkpointer, load_encoder, save_checkpoint
 from pipeline.train.finetune import layer_of
 from pipeline.train.loop import fit
 from pipeline.train.nna_step import Refiner, head_blocks, nna_step_fn
@@ -63,9 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     rt.set_threads(run_cfg["threads"])
     rt.seed_everything(seed)
     device = rt.resolve_device(run_cfg["device"])
-    ckpt = load_checkpoint(args.model)
-    encoder = ViTEncoder(**ckpt["arch"])
-    load_module_state(encoder, ckpt["encoder"], str(args.model))
+    encoder, ckpt = load_encoder(args.model)
     depth = refinement_depth(cfg["depth"], json.loads(args.probe.read_text())["depth"], encoder.depth)
     encoder.truncate(depth)
     refiner = Refiner(encoder, head_blocks(depth, cfg["heads"]), cfg["proj_hidden"], cfg["proj_out"],
@@ -114,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         result = fit(refiner, step_fn, lambda e: epoch_order(len(train), bs, seed, e, device), opt,
                      lambda s: warmup_cosine(s, epochs * steps, warm, lr, 1.0e-6), epochs, seed,
                      checkpointer=Checkpointer(args.out / f"resume-{name}.pt", f"{tag}-{name}"),
-                     checkpoint_every=cfg["checkpoint_every"], autocast=lambda: rt.autocast(device, run_cfg["precision"]),
-                     on_epoch=on_epoch, extra_state={"ema": ema},
+                     checkpoint_every=cfg["checkpoint_every"],
+                     autocast=lambda: rt.autocast(device, run_cfg["precision"]), on_epoch=on_epoch, extra_state={"ema": ema},
                      after_step=(lambda: ema.update(encoder)) if train_encoder else None)
         history += [{"phase": float(train_encoder), **r} for r in result.history]
     live.end()

@@ -1,6 +1,7 @@
 """Checkpoints hold state_dicts and primitives only; they are written atomically and read with weights_only."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 import zipfile
@@ -12,8 +13,18 @@ import torch.nn as nn
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import CheckpointError
+from pipeline.models.vit import ViTEncoder
 
 log = logging.getLogger(__name__)
+
+
+def hash_state(state: dict[str, torch.Tensor]) -> str:
+    """A sha256 of a state_dict's names and tensor bytes: ties a resume checkpoint to the weights it started from."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -82,3 +93,17 @@ class Checkpointer:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def load_encoder(path: str | Path) -> tuple[ViTEncoder, dict[str, Any]]:
+    """The encoder stored in a pretrain or refine model.pt, rebuilt from its `arch` and loaded strictly.
+
+    Returns:
+        The encoder (on the CPU) and the whole checkpoint dict.
+    """
+    ckpt = load_checkpoint(path)
+    if "arch" not in ckpt or "encoder" not in ckpt:
+        raise CheckpointError(f"{path}: not a model checkpoint of this pipeline (no 'arch' and 'encoder' entries)")
+    encoder = ViTEncoder(**ckpt["arch"])
+    load_module_state(encoder, ckpt["encoder"], str(path))
+    return encoder, ckpt

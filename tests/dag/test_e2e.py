@@ -51,6 +51,10 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     assert [line.split(",")[0] for line in summary.splitlines()[1:]] == [
         "mae", "mae-refined", "mff", "mff-refined", "random-init", "pixels"]
     assert (root / "results/report/knn_blocks.png").stat().st_size > 10_000
+    tool(["snakemake", "--report", "report.html"], root)
+    html = (root / "report.html").read_text(errors="replace")
+    assert all(name in html for name in ("knn_blocks.png", "fewshot.png", "summary.csv"))
+    (root / "report.html").unlink()
 
     # nothing changed -> nothing runs, in both tools, once DVC has recorded Snakemake's outputs
     assert snakemake_planned(root) == {}

@@ -7,11 +7,9 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from pipeline.lock import output_lock
 from tests.conftest import REPO, run_stage, write_params
-from tests.stages.test_stages import PRETRAIN, PROBE, error_lines, work  # noqa: F401  (fixture)
+from tests.stages.conftest import PRETRAIN, PROBE, error_lines
 
 
 def test_atomic_write__killed_mid_write_leaves_no_output(tmp_path):

@@ -7,30 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, run_stage, write_params
-
-
-@pytest.fixture
-def work(tmp_path, params, digits_dir) -> Path:
-    """A work dir with the tiny params and the prepared digits linked in."""
-    write_params(tmp_path / "params.yaml", params)
-    (tmp_path / "results" / "data").mkdir(parents=True)
-    (tmp_path / "results" / "data" / "digits").symlink_to(digits_dir)
-    return tmp_path
-
-
-PRETRAIN = ["--variant", "mae", "--data", "results/data/digits", "--out", "results/pretrain/mae",
-            "--plots", "results/plots"]
-PROBE = ["--variant", "mae", "--data", "results/data/digits", "--model", "results/pretrain/mae/model.pt",
-         "--out", "results/probe/mae", "--plots", "results/plots"]
-
-
-def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+from tests.stages.conftest import PRETRAIN, PROBE, error_lines
 
 
 def test_prepare__card_splits_and_fewshot(digits_dir):
