@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 import yaml
@@ -93,3 +94,10 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     # a forced rerun of a training stage writes the same bytes: DVC finds nothing modified
     tool(["dvc", "repro", "-f", "-s", "pretrain@mae"], root)
     assert dvc_stale(root) == set()
+
+    # an experiment from the command line: DVC rewrites params.yaml, which must stay valid for every stage
+    exp = tool(["dvc", "exp", "run", "-S", "analyze.images=50", "-n", "fewer-images"], root).stdout
+    assert set(re.findall(r"Running stage '([^']+)'", exp)) == {"analyze@mae", "analyze@mff", "report"}
+    tool([sys.executable, "-m", "pipeline.config", "check"], root)
+    shown = json.loads(tool(["dvc", "exp", "show", "--json"], root).stdout)
+    assert "fewer-images" in json.dumps(shown)
