@@ -5,17 +5,15 @@ and frequency.json (the amplitude at π per block: the "high-frequency" statisti
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from pathlib import Path
 
 from pipeline.analysis.frequency import block_spectra
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import DeviceImages
 from pipeline.data.prepared import load_prepared
 from pipeline.data.splits import stratified_subset
-from pipeline.stages.runner import load_stage_params, run
+from pipeline.stages.runner import load_stage_params, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import load_encoder
 
@@ -26,12 +24,11 @@ PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "run
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.analyze", description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", required=True)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--model", required=True, type=Path, help="results/pretrain/<variant>/model.pt")
-    parser.add_argument("--out", required=True, type=Path, help="results/analyze/<variant>")
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser("analyze", __doc__, True, {
+        "data": "results/data/<dataset>",
+        "model": "results/pretrain/<variant>/model.pt",
+        "out": "results/analyze/<variant>",
+    })
     args = parser.parse_args(argv)
     p = load_stage_params("analyze", PARAMS, args.params, args.variant)
     run_cfg, cfg = p["runtime"], p["analyze"]

@@ -5,10 +5,8 @@ random-init encoder's k-NN per block on val to results/plots/knn_blocks/random-i
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from pathlib import Path
 
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import device_splits
@@ -18,7 +16,7 @@ from pipeline.eval.probe import probe_encoder, probe_splits
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.vit import POOLS, ViTEncoder
 from pipeline.records import records_csv
-from pipeline.stages.runner import load_stage_params, run
+from pipeline.stages.runner import load_stage_params, run, stage_parser
 from pipeline.train import device as rt
 
 log = logging.getLogger(__name__)
@@ -29,11 +27,11 @@ PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "run
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.baselines", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path, help="results/evaluate/baselines")
-    parser.add_argument("--plots", required=True, type=Path, help="results/plots (curve goes to knn_blocks/)")
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser("baselines", __doc__, False, {
+        "data": "results/data/<dataset>",
+        "out": "results/evaluate/baselines",
+        "plots": "results/plots (the floor goes to knn_blocks/)",
+    })
     args = parser.parse_args(argv)
     p = load_stage_params("baselines", PARAMS, args.params)
     run_cfg, cfg, m = p["runtime"], p["evaluate"], p["model"]

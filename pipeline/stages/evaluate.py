@@ -5,10 +5,8 @@ Frozen features are the final normed tokens, pooled as CLS and mean-patch; lr ch
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from pathlib import Path
 
 import torch
 
@@ -18,7 +16,7 @@ from pipeline.data.prepared import load_prepared
 from pipeline.eval.features import pooled_features
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.vit import ViTEncoder
-from pipeline.stages.runner import fingerprint, load_stage_params, run
+from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, hash_state, load_encoder, load_module_state
 from pipeline.train.finetune import Classifier, classifier_accuracy, finetune_step_fn, layer_of
@@ -58,12 +56,11 @@ def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_class
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", required=True)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--model", required=True, type=Path, help="results/pretrain/<variant>/model.pt")
-    parser.add_argument("--out", required=True, type=Path, help="results/evaluate/<variant>")
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser("evaluate", __doc__, True, {
+        "data": "results/data/<dataset>",
+        "model": "model.pt of a pretrained or refined encoder",
+        "out": "results/evaluate/<model>",
+    })
     args = parser.parse_args(argv)
     p = load_stage_params("evaluate", PARAMS, args.params, args.variant)
     run_cfg, cfg = p["runtime"], p["evaluate"]

@@ -1,15 +1,13 @@
 """prepare: a dataset source -> results/data/<dataset>/ (uint8 arrays, val hold-out, few-shot splits, card)."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from pathlib import Path
 
 from pipeline.data.prepared import make_card, save_prepared
 from pipeline.data.sources import load_source
 from pipeline.data.splits import fewshot_split, holdout_split, stratified_subset
-from pipeline.stages.runner import load_stage_params, run
+from pipeline.stages.runner import load_stage_params, run, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +16,7 @@ PARAMS = ("seed", "data")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.prepare", description=__doc__)
-    parser.add_argument("--out", required=True, type=Path, help="results/data/<dataset>")
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser("prepare", __doc__, False, {"out": "results/data/<dataset>"})
     args = parser.parse_args(argv)
     p = load_stage_params("prepare", PARAMS, args.params)
     seed, data = p["seed"], p["data"]

@@ -1,10 +1,8 @@
 """pretrain[variant]: MAE (or MFF-MAE) pretraining -> results/pretrain/<variant>/{model.pt, metrics.json}."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from pathlib import Path
 
 import torch
 from dvclive import Live
@@ -17,7 +15,7 @@ from pipeline.errors import ConfigError
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.models.vit import ViTEncoder
 from pipeline.records import records_csv
-from pipeline.stages.runner import fingerprint, load_stage_params, run
+from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, save_checkpoint
 from pipeline.train.loop import fit
@@ -38,12 +36,11 @@ PARAMS = (
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.pretrain", description=__doc__)
-    parser.add_argument("--variant", required=True)
-    parser.add_argument("--data", required=True, type=Path, help="results/data/<dataset>")
-    parser.add_argument("--out", required=True, type=Path, help="results/pretrain/<variant>")
-    parser.add_argument("--plots", required=True, type=Path, help="results/plots (curve goes to pretrain_curve/)")
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser("pretrain", __doc__, True, {
+        "data": "results/data/<dataset>",
+        "out": "results/pretrain/<variant>",
+        "plots": "results/plots (the curve goes to pretrain_curve/)",
+    })
     args = parser.parse_args(argv)
     p = load_stage_params("pretrain", PARAMS, args.params, args.variant)
     run_cfg, model_cfg, pre = p["runtime"], p["model"], p["pretrain"]

@@ -5,18 +5,16 @@ random-init floor is probed once, by the baselines stage. Selection reads the va
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
 from pipeline.atomic import write_json, write_text
 from pipeline.data.prepared import load_prepared
 from pipeline.eval.probe import probe_encoder, probe_splits, select_depth
 from pipeline.models.vit import POOLS
 from pipeline.records import records_csv
-from pipeline.stages.runner import load_stage_params, run
+from pipeline.stages.runner import load_stage_params, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import load_encoder
 
@@ -27,14 +25,13 @@ PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "run
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", required=True)
+    parser = stage_parser("probe", __doc__, True, {
+        "data": "results/data/<dataset>",
+        "model": "model.pt of a pretrained or refined encoder",
+        "out": "results/probe/<model>",
+        "plots": "results/plots (the curve goes to knn_blocks/)",
+    })
     parser.add_argument("--label", help="name of the probed model in outputs (default: the variant)")
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--model", required=True, type=Path, help="results/pretrain/<variant>/model.pt")
-    parser.add_argument("--out", required=True, type=Path, help="results/probe/<variant>")
-    parser.add_argument("--plots", required=True, type=Path, help="results/plots (curve goes to knn_blocks/)")
-    parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     p = load_stage_params("probe", PARAMS, args.params, args.variant)
     run_cfg, cfg = p["runtime"], p["probe"]

@@ -5,11 +5,9 @@ the encoder is what the written model holds (and what evaluation uses). Each pha
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 import torch
 from dvclive import Live
@@ -22,7 +20,7 @@ from pipeline.errors import ConfigError
 from pipeline.eval.features import pooled_features
 from pipeline.eval.knn import knn_accuracy
 from pipeline.records import records_csv
-from pipeline.stages.runner import fingerprint, load_stage_params, run
+from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, load_encoder, save_checkpoint
 from pipeline.train.finetune import layer_of
@@ -47,14 +45,13 @@ def refinement_depth(choice: str | int, probed: int, depth: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.refine", description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", required=True)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--model", required=True, type=Path, help="results/pretrain/<variant>/model.pt")
-    parser.add_argument("--probe", required=True, type=Path, help="results/probe/<variant>/blocks.json")
-    parser.add_argument("--out", required=True, type=Path, help="results/refine/<variant>")
-    parser.add_argument("--plots", required=True, type=Path, help="results/plots (curve goes to refine_curve/)")
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser("refine", __doc__, True, {
+        "data": "results/data/<dataset>",
+        "model": "results/pretrain/<variant>/model.pt",
+        "probe": "results/probe/<variant>/blocks.json",
+        "out": "results/refine/<variant>",
+        "plots": "results/plots (the curve goes to refine_curve/)",
+    })
     args = parser.parse_args(argv)
     p = load_stage_params("refine", PARAMS, args.params, args.variant)
     run_cfg, cfg, seed = p["runtime"], p["refine"], p["seed"]
@@ -111,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         result = fit(refiner, step_fn, lambda e: epoch_order(len(train), bs, seed, e, device), opt,
                      lambda s: warmup_cosine(s, epochs * steps, warm, lr, 1.0e-6), epochs, seed,
                      checkpointer=Checkpointer(args.out / f"resume-{name}.pt", f"{tag}-{name}"),
-                     checkpoint_every=cfg["checkpoint_every"],
-                     autocast=lambda: rt.autocast(device, run_cfg["precision"]), on_epoch=on_epoch, extra_state={"ema": ema},
+                     checkpoint_every=cfg["checkpoint_every"], on_epoch=on_epoch, extra_state={"ema": ema},
+                     autocast=lambda: rt.autocast(device, run_cfg["precision"]),
                      after_step=(lambda: ema.update(encoder)) if train_encoder else None)
         history += [{"phase": float(train_encoder), **r} for r in result.history]
     live.end()

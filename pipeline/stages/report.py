@@ -1,7 +1,6 @@
 """report: the comparison table, figures and top-level metrics from every variant's outputs."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -13,7 +12,7 @@ from pipeline.analysis.figures import fewshot_figure, frequency_figure, fusion_w
 from pipeline.analysis.summary import markdown_table, summary_table
 from pipeline.atomic import write_json, write_text
 from pipeline.errors import DataError
-from pipeline.stages.runner import load_stage_params, run
+from pipeline.stages.runner import load_stage_params, run, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +37,14 @@ def read_json(path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.report", description=__doc__)
-    parser.add_argument("--probe", required=True, type=Path, help="results/probe")
-    parser.add_argument("--pretrain", required=True, type=Path, help="results/pretrain")
-    parser.add_argument("--analyze", required=True, type=Path, help="results/analyze")
-    parser.add_argument("--evaluate", required=True, type=Path, help="results/evaluate")
-    parser.add_argument("--refine", required=True, type=Path, help="results/refine")
-    parser.add_argument("--out", required=True, type=Path, help="results/report")
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser("report", __doc__, False, {
+        "probe": "results/probe",
+        "pretrain": "results/pretrain",
+        "analyze": "results/analyze",
+        "evaluate": "results/evaluate",
+        "refine": "results/refine",
+        "out": "results/report",
+    })
     args = parser.parse_args(argv)
     variants = list(load_stage_params("report", PARAMS, args.params)["pretrain"]["variants"])
 

@@ -1,6 +1,7 @@
 """What every stage does at its edge: logging, params loading, the one-line error, the exit code."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -44,6 +45,18 @@ def load_stage_params(stage: str, keys: tuple[str, ...], path: str, variant: str
 def fingerprint(*parts: object) -> str:
     """A short stable hash of JSON-able parts (params, input hashes): tags resumable checkpoints."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_parser(stage: str, doc: str, variant: bool, paths: dict[str, str]) -> argparse.ArgumentParser:
+    """The argv of a stage: --variant (for per-variant stages), one required path option per entry of `paths`
+    (name -> help), and --params."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.stages.{stage}", description=doc.strip().splitlines()[0])
+    if variant:
+        parser.add_argument("--variant", required=True, help="a key of pretrain.variants")
+    for name, help_text in paths.items():
+        parser.add_argument(f"--{name}", required=True, type=Path, help=help_text)
+    parser.add_argument("--params", default="params.yaml", help="the params file, validated on start")
+    return parser
 
 
 def _option(argv: list[str], name: str) -> str | None:
