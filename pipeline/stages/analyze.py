@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     p = load_stage_params("analyze", PARAMS, args.params, args.variant)
     run_cfg, cfg = p["runtime"], p["analyze"]
 
-    rt.set_threads(run_cfg["threads"])
-    device = rt.resolve_device(run_cfg["device"])
+    device = rt.setup_runtime(run_cfg, p["seed"])
     encoder, ckpt = load_encoder(args.model)
     data = load_prepared(args.data)
     idx = stratified_subset(data.y["val"], min(cfg["images"], data.y["val"].size), p["seed"])

@@ -36,9 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     p = load_stage_params("baselines", PARAMS, args.params)
     run_cfg, cfg, m = p["runtime"], p["evaluate"], p["model"]
 
-    rt.set_threads(run_cfg["threads"])
-    rt.seed_everything(p["seed"])
-    device = rt.resolve_device(run_cfg["device"])
+    device = rt.setup_runtime(run_cfg, p["seed"])
     data = load_prepared(args.data)
     splits = device_splits(data, device)
     labels = {s: d.labels for s, d in splits.items()}

@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     p = load_stage_params("evaluate", PARAMS, args.params, args.variant)
     run_cfg, cfg = p["runtime"], p["evaluate"]
 
-    rt.set_threads(run_cfg["threads"])
-    rt.seed_everything(p["seed"])
-    device = rt.resolve_device(run_cfg["device"])
+    device = rt.setup_runtime(run_cfg, p["seed"])
     encoder, ckpt = load_encoder(args.model)
     data = load_prepared(args.data)
     splits = device_splits(data, device)

@@ -47,9 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     variant = pre["variants"][args.variant]
     fuse_blocks = variant["fuse_blocks"]
 
-    rt.set_threads(run_cfg["threads"])
-    rt.seed_everything(p["seed"])
-    device = rt.resolve_device(run_cfg["device"])
+    device = rt.setup_runtime(run_cfg, p["seed"])
     data = load_prepared(args.data)
     train = DeviceImages(data.x["train"], data.y["train"], data.card["mean"], data.card["std"], device)
     c, h, w = data.image_shape

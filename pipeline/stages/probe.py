@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     p = load_stage_params("probe", PARAMS, args.params, args.variant)
     run_cfg, cfg = p["runtime"], p["probe"]
 
-    rt.set_threads(run_cfg["threads"])
-    device = rt.resolve_device(run_cfg["device"])
+    device = rt.setup_runtime(run_cfg, p["seed"])
     encoder, ckpt = load_encoder(args.model)
     data = load_prepared(args.data)
     bank, val = probe_splits(data, cfg["bank_limit"], p["seed"], device)

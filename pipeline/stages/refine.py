@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     p = load_stage_params("refine", PARAMS, args.params, args.variant)
     run_cfg, cfg, seed = p["runtime"], p["refine"], p["seed"]
 
-    rt.set_threads(run_cfg["threads"])
-    rt.seed_everything(seed)
-    device = rt.resolve_device(run_cfg["device"])
+    device = rt.setup_runtime(run_cfg, seed)
     encoder, ckpt = load_encoder(args.model)
     depth = refinement_depth(cfg["depth"], json.loads(args.probe.read_text())["depth"], encoder.depth)
     encoder.truncate(depth)

@@ -39,3 +39,10 @@ def seed_everything(seed: int) -> None:
     """Seed torch's CPU and CUDA generators and ask for deterministic kernels where they exist."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def setup_runtime(runtime: dict, seed: int) -> torch.device:
+    """Apply the params `runtime` section at a stage's start: CPU threads, seeds, and the device to use."""
+    set_threads(runtime["threads"])
+    seed_everything(seed)
+    return resolve_device(runtime["device"])
