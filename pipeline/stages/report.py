@@ -30,10 +30,15 @@ alignment the NN-retrieval accuracy and positive softmax mass at the end of refi
 PARAMS = ("pretrain.variants",)
 
 
-def read_json(path: Path) -> dict:
+def require(path: Path) -> Path:
+    """`path`, or a one-line DataError naming it when the stage that writes it has not run."""
     if not path.is_file():
         raise DataError(f"report: missing input {path} (run the stage that writes it)")
-    return json.loads(path.read_text())
+    return path
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(require(path).read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,12 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     write_text(args.out / "summary.md", SUMMARY_HEADER + markdown_table(table))
     knn_blocks_figure({**{name: m["blocks"] for name, m in models.items()}, "random-init": random_blocks},
                       args.out / "knn_blocks.png")
-    spectra = {}
-    for v in variants:
-        path = args.analyze / v / "frequency.csv"
-        if not path.is_file():
-            raise DataError(f"report: missing input {path} (run the stage that writes it)")
-        spectra[v] = pd.read_csv(path)
+    spectra = {v: pd.read_csv(require(args.analyze / v / "frequency.csv")) for v in variants}
     frequency_figure(spectra, args.out / "frequency.png")
     fewshot_figure({**{name: m["details"]["fewshot"] for name, m in models.items()},
                     **{name: d["fewshot"] for name, d in details.items()}}, args.out / "fewshot.png")
