@@ -69,6 +69,14 @@ def _check_cross_keys(params: dict) -> None:
     depth = params["refine"]["depth"]
     if isinstance(depth, int) and depth > model["depth"]:
         raise ConfigError(f"params: refine.depth={depth} is beyond the model's {model['depth']} blocks (model.depth)")
+    reserved = set(pretrain["variants"]) | {"baselines", "random-init", "pixels"}
+    for name, refined in params["refine"]["variants"].items():
+        if name in reserved:
+            raise ConfigError(f"params: refine.variants.{name} reuses a name of pretrain.variants or of a baseline "
+                              f"(results/<stage>/{name} would hold two models)")
+        if refined["pretrained"] not in pretrain["variants"]:
+            raise ConfigError(f"params: refine.variants.{name}.pretrained={refined['pretrained']!r} is not a key of "
+                              f"pretrain.variants ({', '.join(sorted(pretrain['variants']))})")
     last = model["depth"] - 1
     for name, variant in pretrain["variants"].items():
         blocks = variant["fuse_blocks"]
@@ -109,11 +117,12 @@ def select(params: dict, keys: Iterable[str]) -> dict:
     return out
 
 
-def check_variant(params: dict, variant: str) -> None:
-    """Raise ConfigError if `variant` is not a key of pretrain.variants."""
-    names = sorted(params["pretrain"]["variants"])
-    if variant not in names:
-        raise ConfigError(f"params: unknown variant {variant!r} (pretrain.variants has: {', '.join(names)})")
+def check_variant(params: dict, variant: str, kinds: tuple[str, ...] = ("pretrain", "refine")) -> None:
+    """Raise ConfigError if `variant` is not a key of `<kind>.variants` for any of `kinds`."""
+    known = {kind: sorted(params[kind]["variants"]) for kind in kinds}
+    if not any(variant in names for names in known.values()):
+        listing = "; ".join(f"{kind}.variants has: {', '.join(names)}" for kind, names in known.items())
+        raise ConfigError(f"params: unknown variant {variant!r} ({listing})")
 
 
 def stage_params(keys: Iterable[str], path: str | Path = "params.yaml") -> dict:

@@ -2,7 +2,8 @@
 
 The Snakefile builds its rules from these specs (rules/common.smk) and dvc.yaml is generated from them
 (`python -m pipeline.dag > dvc.yaml`; a test checks the committed file is current). Paths are templates:
-`{variant}` is a pretraining variant (Snakemake wildcard, DVC foreach key), `{dataset}` is data.dataset.
+`{dataset}` is data.dataset, `{variant}` a key of pretrain.variants, `{refined}` a key of refine.variants and
+`{pretrained}` the pretrain variant that refinement starts from (Snakemake wildcards, DVC foreach keys/items).
 Code dependencies are computed, not listed: every pipeline module a stage imports, found statically.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Stage:
     outs: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
-    per_variant: bool = False
+    per: str = ""  # "variant": one job per pretrain variant; "refined": one per refine variant; "": one job
     runs: str = ""  # the stage module when it is not the stage's name (one module, two stages)
 
     @property
@@ -53,66 +54,73 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           outs=("results/pretrain/{variant}/model.pt",),
           files=("results/plots/pretrain_curve/{variant}.csv",),
           metrics=("results/pretrain/{variant}/metrics.json",),
-          per_variant=True),
+          per="variant"),
     Stage("probe", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
                    "--out results/probe/{variant} --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/pretrain/{variant}/model.pt"),
           files=("results/probe/{variant}/blocks.json", "results/plots/knn_blocks/{variant}.csv"),
           metrics=("results/probe/{variant}/metrics.json",),
-          per_variant=True),
+          per="variant"),
     Stage("analyze", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
                      "--out results/analyze/{variant}",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/pretrain/{variant}/model.pt"),
           files=("results/analyze/{variant}/frequency.csv", "results/analyze/{variant}/frequency.json"),
-          per_variant=True),
-    Stage("refine", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
-                    "--probe results/probe/{variant}/blocks.json --out results/refine/{variant} --plots results/plots",
+          per="variant"),
+    Stage("refine", "--variant {refined} --data results/data/{dataset} --model results/pretrain/{pretrained}/model.pt "
+                    "--probe results/probe/{pretrained}/blocks.json --out results/refine/{refined} "
+                    "--plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
-                "results/pretrain/{variant}/model.pt", "results/probe/{variant}/blocks.json"),
-          outs=("results/refine/{variant}/model.pt",),
-          files=("results/plots/refine_curve/{variant}.csv",),
-          metrics=("results/refine/{variant}/metrics.json",),
-          per_variant=True),
-    Stage("probe_refined", "--variant {variant} --label {variant}-refined --data results/data/{dataset} "
-                           "--model results/refine/{variant}/model.pt --out results/probe/{variant}-refined "
+                "results/pretrain/{pretrained}/model.pt", "results/probe/{pretrained}/blocks.json"),
+          outs=("results/refine/{refined}/model.pt",),
+          files=("results/plots/refine_curve/{refined}.csv",),
+          metrics=("results/refine/{refined}/metrics.json",),
+          per="refined"),
+    Stage("probe_refined", "--variant {refined} --data results/data/{dataset} "
+                           "--model results/refine/{refined}/model.pt --out results/probe/{refined} "
                            "--plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
-                "results/refine/{variant}/model.pt"),
-          files=("results/probe/{variant}-refined/blocks.json", "results/plots/knn_blocks/{variant}-refined.csv"),
-          metrics=("results/probe/{variant}-refined/metrics.json",),
-          per_variant=True, runs="probe"),
-    Stage("evaluate_refined", "--variant {variant} --data results/data/{dataset} "
-                              "--model results/refine/{variant}/model.pt --out results/evaluate/{variant}-refined",
+                "results/refine/{refined}/model.pt"),
+          files=("results/probe/{refined}/blocks.json", "results/plots/knn_blocks/{refined}.csv"),
+          metrics=("results/probe/{refined}/metrics.json",),
+          per="refined", runs="probe"),
+    Stage("evaluate_refined", "--variant {refined} --data results/data/{dataset} "
+                              "--model results/refine/{refined}/model.pt --out results/evaluate/{refined} "
+                              "--plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
-                "results/data/{dataset}/fewshot.json", "results/refine/{variant}/model.pt"),
-          files=("results/evaluate/{variant}-refined/details.json",),
-          metrics=("results/evaluate/{variant}-refined/metrics.json",),
-          per_variant=True, runs="evaluate"),
+                "results/data/{dataset}/fewshot.json", "results/refine/{refined}/model.pt"),
+          files=("results/evaluate/{refined}/details.json", "results/plots/spectrum/{refined}.csv"),
+          metrics=("results/evaluate/{refined}/metrics.json",),
+          per="refined", runs="evaluate"),
     Stage("evaluate", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
-                      "--out results/evaluate/{variant}",
+                      "--out results/evaluate/{variant} --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/data/{dataset}/fewshot.json", "results/pretrain/{variant}/model.pt"),
-          files=("results/evaluate/{variant}/details.json",),
+          files=("results/evaluate/{variant}/details.json", "results/plots/spectrum/{variant}.csv"),
           metrics=("results/evaluate/{variant}/metrics.json",),
-          per_variant=True),
+          per="variant"),
     Stage("baselines", "--data results/data/{dataset} --out results/evaluate/baselines --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/data/{dataset}/fewshot.json"),
-          files=("results/evaluate/baselines/details.json", "results/plots/knn_blocks/random-init.csv"),
+          files=("results/evaluate/baselines/details.json", "results/plots/knn_blocks/random-init.csv",
+                 "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv"),
           metrics=("results/evaluate/baselines/metrics.json",)),
     Stage("report", "--probe results/probe --pretrain results/pretrain --analyze results/analyze "
-                    "--evaluate results/evaluate --refine results/refine --out results/report",
+                    "--evaluate results/evaluate --refine results/refine --plots results/plots "
+                    "--out results/report",
           deps=("results/probe/{variant}/blocks.json", "results/pretrain/{variant}/metrics.json",
                 "results/analyze/{variant}/frequency.csv", "results/analyze/{variant}/frequency.json",
                 "results/evaluate/{variant}/metrics.json", "results/evaluate/{variant}/details.json",
-                "results/probe/{variant}-refined/blocks.json", "results/evaluate/{variant}-refined/metrics.json",
-                "results/evaluate/{variant}-refined/details.json", "results/refine/{variant}/metrics.json",
-                "results/evaluate/baselines/metrics.json", "results/evaluate/baselines/details.json"),
+                "results/plots/spectrum/{variant}.csv",
+                "results/probe/{refined}/blocks.json", "results/evaluate/{refined}/metrics.json",
+                "results/evaluate/{refined}/details.json", "results/refine/{refined}/metrics.json",
+                "results/plots/spectrum/{refined}.csv",
+                "results/evaluate/baselines/metrics.json", "results/evaluate/baselines/details.json",
+                "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv"),
           files=("results/report/summary.csv", "results/report/summary.md", "results/report/knn_blocks.png",
                  "results/report/frequency.png", "results/report/fusion_weights.png",
-                 "results/report/fewshot.png"),
+                 "results/report/fewshot.png", "results/report/spectrum.png"),
           metrics=("results/report/metrics.json",)),
 )}
 
@@ -122,12 +130,18 @@ PLOTS = {
                                  "title": "k-NN accuracy per block (validation split)"},
     "results/plots/pretrain_curve": {"x": "epoch", "y": ["loss"], "title": "pretraining loss"},
     "results/plots/refine_curve": {"x": "epoch", "y": ["loss", "alignment", "nn_accuracy", "knn"],
-                                   "title": "NNA refinement"},
+                                   "title": "contrastive refinement"},
+    "results/plots/spectrum": {"x": "index", "y": ["log10_singular_value"],
+                               "title": "singular values of the feature covariance (val, L2-normalized)"},
     "results/report/knn_blocks.png": {},
     "results/report/frequency.png": {},
     "results/report/fusion_weights.png": {},
     "results/report/fewshot.png": {},
+    "results/report/spectrum.png": {},
 }
+
+# the params dict each kind of per-variant stage iterates over
+FOREACH = {"variant": "pretrain.variants", "refined": "refine.variants"}
 
 
 def _module_file(module: str) -> Path | None:
@@ -171,26 +185,31 @@ def code_deps(module: str) -> list[str]:
     return sorted(files)
 
 
-def _dvc_path(template: str) -> str:
-    return template.replace("{dataset}", "${data.dataset}").replace("{variant}", "${key}")
+def _dvc_path(template: str, per: str = "") -> str:
+    path = template.replace("{dataset}", "${data.dataset}")
+    if per:
+        path = path.replace("{" + per + "}", "${key}").replace("{pretrained}", "${item.pretrained}")
+    return path
 
 
 def dvc_stage(stage: Stage) -> dict:
-    """The dvc.yaml entry of `stage` (a foreach over pretrain.variants when it runs per variant)."""
+    """The dvc.yaml entry of `stage` (a foreach over pretrain.variants or refine.variants when it runs per one)."""
     deps = code_deps(stage.module)
     for d in stage.deps:
         # a stage over all variants depends on the folder that holds every variant's file
-        deps.append(_dvc_path(d.split("/{variant}")[0]) if "{variant}" in d and not stage.per_variant
-                    else _dvc_path(d))
-    body: dict = {"cmd": _dvc_path(stage.cmd), "deps": list(dict.fromkeys(deps)),
-                  "params": [_dvc_path(p) for p in stage.params]}
-    outs = [_dvc_path(o) for o in stage.outs] + [{_dvc_path(f): {"cache": False}} for f in stage.files]
+        if not stage.per and ("{variant}" in d or "{refined}" in d):
+            d = d.split("/{")[0]
+        deps.append(_dvc_path(d, stage.per))
+    body: dict = {"cmd": _dvc_path(stage.cmd, stage.per), "deps": list(dict.fromkeys(deps)),
+                  "params": [p.replace("{variant}", "${key}") for p in stage.params]}
+    outs = [_dvc_path(o, stage.per) for o in stage.outs]
+    outs += [{_dvc_path(f, stage.per): {"cache": False}} for f in stage.files]
     if outs:
         body["outs"] = outs
     if stage.metrics:
-        body["metrics"] = [{_dvc_path(m): {"cache": False}} for m in stage.metrics]
-    if stage.per_variant:
-        return {"foreach": "${pretrain.variants}", "do": body}
+        body["metrics"] = [{_dvc_path(m, stage.per): {"cache": False}} for m in stage.metrics]
+    if stage.per:
+        return {"foreach": "${" + FOREACH[stage.per] + "}", "do": body}
     return body
 
 

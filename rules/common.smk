@@ -9,27 +9,47 @@ from pipeline.dag import STAGES, code_deps
 PARAMS = pipeline_config.load_params("params.yaml")
 DATASET = PARAMS["data"]["dataset"]
 VARIANTS = list(PARAMS["pretrain"]["variants"])
+REFINED = PARAMS["refine"]["variants"]  # name -> {pretrained, objective}
 THREADS = PARAMS["runtime"]["threads"]
 CONDA_ENV = "envs/pipeline.yaml"
 
 
+# the two kinds of variant are disjoint sets of names (checked by pipeline.config), so no path is ambiguous
 wildcard_constraints:
     variant="|".join(VARIANTS),
+    refined="|".join(REFINED),
 
 
-def _fill(template):
-    return template.replace("{dataset}", DATASET)
+def _fill(template, refined=None):
+    path = template.replace("{dataset}", DATASET)
+    if refined is not None:
+        path = path.replace("{refined}", refined).replace("{pretrained}", REFINED[refined]["pretrained"])
+    return path
 
 
 def _over_variants(templates):
-    return [expand(_fill(t), variant=VARIANTS) if "{variant}" in t else _fill(t) for t in templates]
+    """Each template expanded over every variant of the kind it names (or as is)."""
+    out = []
+    for t in templates:
+        if "{variant}" in t:
+            out += expand(_fill(t), variant=VARIANTS)
+        elif "{refined}" in t:
+            out += [_fill(t, r) for r in REFINED]
+        else:
+            out.append(_fill(t))
+    return out
 
 
 def stage_inputs(name):
-    """Code files the stage imports, then its data deps (all variants' files for an all-variant stage)."""
+    """Code files the stage imports, then its data deps (all variants' files for an all-variant stage).
+
+    A refinement job's inputs depend on its variant's pretrained source, so they come from a function.
+    """
     stage = STAGES[name]
-    deps = [_fill(d) for d in stage.deps] if stage.per_variant else _over_variants(stage.deps)
-    return code_deps(stage.module) + deps
+    code = code_deps(stage.module)
+    if stage.per == "refined":
+        return lambda wildcards: code + [_fill(d, wildcards.refined) for d in stage.deps]
+    return code + ([_fill(d) for d in stage.deps] if stage.per else _over_variants(stage.deps))
 
 
 def stage_outputs(name):
@@ -42,13 +62,16 @@ def stage_outputs(name):
             else report(p, category="table") if p.endswith("summary.csv") else p for p in paths]
 
 
+def _variant(wildcards):
+    return wildcards.get("variant", wildcards.get("refined", ""))
+
+
 def stage_params(name):
     """A function of the wildcards giving the JSON of exactly the params keys the stage reads."""
     keys = STAGES[name].params
 
     def values(wildcards):
-        variant = wildcards.get("variant", "")
-        selected = pipeline_config.select(PARAMS, [k.replace("{variant}", variant) for k in keys])
+        selected = pipeline_config.select(PARAMS, [k.replace("{variant}", _variant(wildcards)) for k in keys])
         return json.dumps(selected, sort_keys=True)
 
     return values
@@ -56,10 +79,12 @@ def stage_params(name):
 
 def stage_command(name):
     """A function of the wildcards giving the stage's command, identical to dvc.yaml's rendered cmd."""
-    template = _fill(STAGES[name].cmd)
+    stage = STAGES[name]
 
     def command(wildcards):
-        return template.replace("{variant}", wildcards.get("variant", ""))
+        if stage.per == "refined":
+            return _fill(stage.cmd, wildcards.refined)
+        return _fill(stage.cmd).replace("{variant}", wildcards.get("variant", ""))
 
     return command
 
@@ -69,7 +94,8 @@ def all_targets():
 
 
 def stage_log(name):
-    return f"logs/{name}/{{variant}}.log" if STAGES[name].per_variant else f"logs/{name}.log"
+    per = STAGES[name].per
+    return f"logs/{name}/{{{per}}}.log" if per else f"logs/{name}.log"
 
 
 def stage_gpus(name):

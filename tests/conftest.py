@@ -16,7 +16,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 def tiny_params() -> dict:
-    """params.yaml shrunk to digits (8x8), a 3-block ViT with 2x2 patches, 2 epochs, two variants."""
+    """params.yaml shrunk to digits (8x8), a 3-block ViT with 2x2 patches, 2 epochs, two pretrain variants and
+    five refinements (NNA of each, and the NNCLR, MoCo and MoCHi ablations of MAE)."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())
     p["runtime"].update(device="cpu", threads=1)
     p["data"].update(dataset="digits", val_size=300, train_limit=0, test_limit=0, fewshot_shots=[1, 2],
@@ -28,7 +29,14 @@ def tiny_params() -> dict:
                                  "mff": {"fuse_blocks": [0, 2], "fusion": "softmax"}}
     p["analyze"].update(images=100, batch_size=100)
     p["refine"].update(head_epochs=1, epochs=1, warmup_epochs=0, batch_size=128, queue_size=512, proj_hidden=64,
-                       proj_out=32, pred_hidden=64, monitor_bank=300, monitor_val=100)
+                       proj_out=32, pred_hidden=64, monitor_bank=300, monitor_val=100,
+                       mochi={"hardest": 64, "mixes": 16, "query_mixes": 8})
+    p["refine"]["variants"] = {"mae_nna": {"pretrained": "mae", "objective": "nna"},
+                               "mff_nna": {"pretrained": "mff", "objective": "nna"},
+                               "mae_nnclr": {"pretrained": "mae", "objective": "nnclr"},
+                               "mae_moco": {"pretrained": "mae", "objective": "moco"},
+                               "mae_mochi": {"pretrained": "mae", "objective": "mochi"}}
+    p["evaluate"]["geometry"].update(images=200)
     p["probe"].update(batch_size=256)
     return p
 

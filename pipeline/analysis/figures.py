@@ -81,3 +81,22 @@ def fewshot_figure(runs: dict[str, dict[str, dict]], path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def spectrum_figure(spectra: dict[str, pd.DataFrame], path: str | Path) -> None:
+    """Singular values of each model's feature covariance, sorted, on a log scale (dimensional collapse shows as
+    a tail that drops toward 0); the index axis is relative so features of different widths share one panel.
+
+    Args:
+        spectra: model -> spectrum rows (index, singular_value, log10_singular_value).
+    """
+    df = pd.concat([s.assign(model=m, rank=s["index"] / max(len(s) - 1, 1)) for m, s in spectra.items()],
+                   ignore_index=True)
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    sns.lineplot(df, x="rank", y="log10_singular_value", hue="model", ax=ax)
+    ax.set(xlabel="singular value index / feature width", ylabel="log10 singular value", ylim=(-12, None))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

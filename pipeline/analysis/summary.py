@@ -35,7 +35,8 @@ def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]]
     table = pd.DataFrame(rows)
     first_cols = ["model", "knn_cls", "knn_mean_patch", "linear"]
     first_cols += sorted((c for c in table if c.startswith("fewshot_")), key=lambda c: int(c.split("_")[1]))
-    first_cols += [c for c in ("kmeans_acc", "kmeans_nmi", "kmeans_ari", "finetune") if c in table]
+    first_cols += [c for c in ("kmeans_acc", "kmeans_nmi", "kmeans_ari", "finetune", "rankme", "hard_rank",
+                               "alignment", "uniformity") if c in table]
     return table[first_cols + [c for c in table if c not in first_cols]]
 
 

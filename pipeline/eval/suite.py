@@ -46,4 +46,5 @@ def flat_metrics(result: dict) -> dict[str, float]:
         flat.update({f"kmeans_{k}": v for k, v in result["kmeans"].items()})
     if result.get("finetune"):
         flat["finetune"] = result["finetune"]["test"]
+    flat.update(result.get("geometry", {}))
     return {k: round(v, 6) for k, v in flat.items()}

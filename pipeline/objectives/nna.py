@@ -1,8 +1,9 @@
-"""Nearest Neighbor Alignment loss (MIM-Refiner, arXiv 2402.10093; reference/mim_refiner.md 1.3).
+"""Nearest Neighbor Alignment loss (MIM-Refiner, arXiv 2402.10093; reference/mim_refiner.md 1.3), and NNCLR.
 
 Only the positive is swapped: the positive logit pairs the anchor's nearest neighbour q_i with the prediction
 p_i of the other view, while the negatives pair the anchor's own (un-swapped) embedding z_i with the other
 predictions p_j. Anchors and neighbours are stop-grad; gradients flow only through the predictions.
+NNCLR (the "allswap" ablation of MIM-Refiner) swaps the negatives too: every row uses q_i.
 """
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ def nna_loss(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, t
     """
     logits = nna_logits(anchor, neighbor, pred, temperature)
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+
+
+def nnclr_loss(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NNCLR: logits q_i . p_j / T for every j (positive and negatives both use the neighbour), CE on the diagonal.
+
+    `anchor` only fixes the shape check: NNCLR never reads the un-swapped embedding.
+    """
+    _check(anchor, neighbor, pred, temperature)
+    return nna_loss(neighbor, neighbor, pred, temperature)
 
 
 def positive_mass(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """baselines: the frozen-feature protocols on raw pixels and on a random-init encoder (the floors of the table).
 
-Writes results/evaluate/baselines/{metrics.json, details.json}, keyed by "pixels" and "random-init", and the
-random-init encoder's k-NN per block on val to results/plots/knn_blocks/random-init.csv (the probe's floor).
+Writes results/evaluate/baselines/{metrics.json, details.json}, keyed by "pixels" and "random-init", the
+random-init encoder's k-NN per block on val to results/plots/knn_blocks/random-init.csv (the probe's floor), and
+the covariance spectrum of each to results/plots/spectrum/{pixels,random-init}.csv.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import sys
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import device_splits
 from pipeline.data.prepared import load_prepared
+from pipeline.eval.collapse import collapse_analysis
 from pipeline.eval.features import pooled_features
 from pipeline.eval.probe import probe_encoder, probe_splits
 from pipeline.eval.suite import flat_metrics, frozen_protocols
-from pipeline.models.vit import POOLS, ViTEncoder
+from pipeline.models.vit import POOLS, ViTEncoder, pool_tokens
 from pipeline.records import records_csv
 from pipeline.stages.runner import load_stage_params, run, stage_parser
 from pipeline.train import device as rt
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("baselines", __doc__, False, {
         "data": "results/data/<dataset>",
         "out": "results/evaluate/baselines",
-        "plots": "results/plots (the floor goes to knn_blocks/)",
+        "plots": "results/plots (the floor goes to knn_blocks/, the spectra to spectrum/)",
     })
     args = parser.parse_args(argv)
     p = load_stage_params("baselines", PARAMS, args.params)
@@ -48,6 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     details = {name: frozen_protocols(f, labels, data.fewshot, data.num_classes, cfg, p["seed"])
                for name, f in features.items()}
+    embeds = {"pixels": lambda x: x.flatten(1),
+              "random-init": lambda x: pool_tokens(encoder.forward_features(x), cfg["feature"])}
+    geo = cfg["geometry"]
+    for name, embed in embeds.items():
+        details[name]["geometry"], spectrum = collapse_analysis(embed, splits["val"], geo["images"],
+                                                                geo["crop_scale_min"], cfg["batch_size"], p["seed"])
+        write_text(args.plots / "spectrum" / f"{name}.csv", records_csv(spectrum))
     bank, val = probe_splits(data, p["probe"]["bank_limit"], p["seed"], device)
     curves = probe_encoder(encoder, bank, val, p["probe"])
     rows = [{"block": b, **{pool: curves[pool][b] for pool in POOLS}} for b in range(encoder.depth)]

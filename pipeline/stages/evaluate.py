@@ -1,6 +1,7 @@
 """evaluate[variant]: k-NN, linear probe, few-shot, k-means and (if epochs > 0) fine-tuning of an encoder.
 
-Writes results/evaluate/<variant>/{metrics.json (headline numbers), details.json (per-lr, per-split runs)}.
+Writes results/evaluate/<variant>/{metrics.json (headline numbers), details.json (per-lr, per-split runs)} and
+the covariance spectrum of its features to results/plots/spectrum/<variant>.csv (the collapse analysis).
 Frozen features are the final normed tokens, pooled as CLS and mean-patch; lr choices read val, test is read once.
 """
 from __future__ import annotations
@@ -10,12 +11,14 @@ import sys
 
 import torch
 
-from pipeline.atomic import write_json
+from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import DeviceImages, device_splits, epoch_order
 from pipeline.data.prepared import load_prepared
+from pipeline.eval.collapse import collapse_analysis
 from pipeline.eval.features import pooled_features
 from pipeline.eval.suite import flat_metrics, frozen_protocols
-from pipeline.models.vit import ViTEncoder
+from pipeline.models.vit import ViTEncoder, pool_tokens
+from pipeline.records import records_csv
 from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, hash_state, load_encoder, load_module_state
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         "data": "results/data/<dataset>",
         "model": "model.pt of a pretrained or refined encoder",
         "out": "results/evaluate/<model>",
+        "plots": "results/plots (the spectrum goes to spectrum/<variant>.csv)",
     })
     args = parser.parse_args(argv)
     p = load_stage_params("evaluate", PARAMS, args.params, args.variant)
@@ -74,6 +78,15 @@ def main(argv: list[str] | None = None) -> None:
              for s, d in splits.items()}
     result = frozen_protocols(feats, {s: d.labels for s, d in splits.items()}, data.fewshot, data.num_classes, cfg,
                               p["seed"])
+    geo = cfg["geometry"]
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        with rt.autocast(device, run_cfg["precision"]):
+            return pool_tokens(encoder.forward_features(images), cfg["feature"])
+
+    result["geometry"], spectrum = collapse_analysis(embed, splits["val"], geo["images"], geo["crop_scale_min"],
+                                                     cfg["batch_size"], p["seed"])
+    write_text(args.plots / "spectrum" / f"{args.variant}.csv", records_csv(spectrum))
     if cfg["finetune"]["epochs"] > 0:
         resume = Checkpointer(args.out / "resume-finetune.pt",
                               fingerprint(p, data.card["sha256"], ckpt["arch"], hash_state(ckpt["encoder"])))

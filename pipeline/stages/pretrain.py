@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         "plots": "results/plots (the curve goes to pretrain_curve/)",
     })
     args = parser.parse_args(argv)
-    p = load_stage_params("pretrain", PARAMS, args.params, args.variant)
+    p = load_stage_params("pretrain", PARAMS, args.params, args.variant, ("pretrain",))
     run_cfg, model_cfg, pre = p["runtime"], p["model"], p["pretrain"]
     variant = pre["variants"][args.variant]
     fuse_blocks = variant["fuse_blocks"]

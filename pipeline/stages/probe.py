@@ -31,7 +31,6 @@ def main(argv: list[str] | None = None) -> None:
         "out": "results/probe/<model>",
         "plots": "results/plots (the curve goes to knn_blocks/)",
     })
-    parser.add_argument("--label", help="name of the probed model in outputs (default: the variant)")
     args = parser.parse_args(argv)
     p = load_stage_params("probe", PARAMS, args.params, args.variant)
     run_cfg, cfg = p["runtime"], p["probe"]
@@ -49,10 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     depth = select_depth(curves[cfg["select_feature"]], cfg["select"])
     blocks = list(range(encoder.depth))
     rows = [{"block": b, **{pool: curves[pool][b] for pool in POOLS}} for b in blocks]
-    label = args.label or args.variant
-    write_text(args.plots / "knn_blocks" / f"{label}.csv", records_csv(rows))
+    write_text(args.plots / "knn_blocks" / f"{args.variant}.csv", records_csv(rows))
     write_json(args.out / "blocks.json", {
-        "variant": args.variant, "model": label, "rows": rows, "depth": depth, "select": cfg["select"],
+        "variant": args.variant, "rows": rows, "depth": depth, "select": cfg["select"],
         "select_feature": cfg["select_feature"], "bank_size": len(bank), "val_size": len(val)})
     metrics = {"depth": depth}  # no timings here: reruns must write identical bytes
     for pool in POOLS:

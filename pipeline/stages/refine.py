@@ -1,7 +1,8 @@
-"""refine[variant]: NNA refinement of the probed encoder (MIM-Refiner) -> results/refine/<variant>/model.pt.
+"""refine[refined]: contrastive refinement of a probed encoder (MIM-Refiner) -> results/refine/<refined>/model.pt.
 
-Phase 1 trains the heads on the frozen encoder; phase 2 trains everything with layer-wise lr decay. The EMA of
-the encoder is what the written model holds (and what evaluation uses). Each phase resumes after a kill.
+The variant names its pretrained encoder and its objective (nna, or the nnclr/moco/mochi ablations). Phase 1
+trains the heads on the frozen encoder; phase 2 trains everything with layer-wise lr decay. The EMA of the
+encoder is what the written model holds (and what evaluation uses). Each phase resumes after a kill.
 """
 from __future__ import annotations
 
@@ -19,21 +20,31 @@ from pipeline.data.splits import stratified_subset
 from pipeline.errors import ConfigError
 from pipeline.eval.features import pooled_features
 from pipeline.eval.knn import knn_accuracy
+from pipeline.objectives.moco import Mixing
 from pipeline.records import records_csv
 from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, load_encoder, save_checkpoint
 from pipeline.train.finetune import layer_of
 from pipeline.train.loop import fit
-from pipeline.train.nna_step import Refiner, head_blocks, nna_step_fn
 from pipeline.train.optim import layer_decay_groups
 from pipeline.train.queue import EMA
+from pipeline.train.refine_step import MOMENTUM_OBJECTIVES, MomentumKeys, Refiner, head_blocks, refine_step_fn
 from pipeline.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
-PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "refine")
+PARAMS = (
+    "seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile",
+    "refine.variants.{variant}",  # only this variant's entry: adding an ablation reruns no other
+    "refine.depth", "refine.heads", "refine.head_epochs", "refine.epochs", "refine.warmup_epochs",
+    "refine.batch_size", "refine.head_blr", "refine.blr", "refine.layer_decay", "refine.weight_decay",
+    "refine.head_weight_decay", "refine.beta1", "refine.beta2", "refine.temperature", "refine.queue_size",
+    "refine.topk", "refine.proj_hidden", "refine.proj_out", "refine.pred_hidden", "refine.global_scale_min",
+    "refine.local_crops", "refine.local_scale", "refine.ema", "refine.moco_momentum", "refine.mochi",
+    "refine.checkpoint_every", "refine.monitor_bank", "refine.monitor_val",
+)
 
 
 def refinement_depth(choice: str | int, probed: int, depth: int) -> int:
@@ -47,14 +58,15 @@ def refinement_depth(choice: str | int, probed: int, depth: int) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("refine", __doc__, True, {
         "data": "results/data/<dataset>",
-        "model": "results/pretrain/<variant>/model.pt",
-        "probe": "results/probe/<variant>/blocks.json",
-        "out": "results/refine/<variant>",
+        "model": "results/pretrain/<pretrained>/model.pt",
+        "probe": "results/probe/<pretrained>/blocks.json",
+        "out": "results/refine/<refined>",
         "plots": "results/plots (the curve goes to refine_curve/)",
     })
     args = parser.parse_args(argv)
-    p = load_stage_params("refine", PARAMS, args.params, args.variant)
+    p = load_stage_params("refine", PARAMS, args.params, args.variant, ("refine",))
     run_cfg, cfg, seed = p["runtime"], p["refine"], p["seed"]
+    objective = cfg["variants"][args.variant]["objective"]
 
     device = rt.setup_runtime(run_cfg, seed)
     encoder, ckpt = load_encoder(args.model)
@@ -63,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     refiner = Refiner(encoder, head_blocks(depth, cfg["heads"]), cfg["proj_hidden"], cfg["proj_out"],
                       cfg["pred_hidden"], cfg["queue_size"], cfg["topk"]).to(device)
     ema = EMA(encoder, cfg["ema"])
+    keys = MomentumKeys(refiner, cfg["moco_momentum"]) if objective in MOMENTUM_OBJECTIVES else None
+    mixing = Mixing(**cfg["mochi"]) if objective == "mochi" else None
 
     data = load_prepared(args.data)
     stats = (data.card["mean"], data.card["std"], device)
@@ -75,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = len(train) // bs
     if steps == 0:
         raise ConfigError(f"params: refine.batch_size={bs} exceeds the {len(train)} training images")
-    step_fn = nna_step_fn(refiner, train, cfg["temperature"], cfg["global_scale_min"], cfg["local_crops"],
-                          tuple(cfg["local_scale"]))
+    step_fn = refine_step_fn(refiner, train, objective, cfg["temperature"], cfg["global_scale_min"],
+                             cfg["local_crops"], tuple(cfg["local_scale"]), keys, mixing)
     tag = fingerprint(p, args.variant, data.card["sha256"], ckpt["arch"], depth)
     live = Live(dir=str(args.out / "live"), resume=any(args.out.glob("resume-*.pt")), dvcyaml=False,
                 save_dvc_exp=False, report=None)
@@ -90,6 +104,15 @@ def main(argv: list[str] | None = None) -> None:
                 live.log_metric(f"refine/{k}", v)
         live.next_step()
         log.info("epoch %d: %s", rec["epoch"], {k: round(v, 5) for k, v in rec.items()})
+
+    def after_step(train_encoder: bool):
+        # the key network follows heads and encoder in both phases; the evaluation EMA only when the encoder trains
+        def update() -> None:
+            if train_encoder:
+                ema.update(encoder)
+            if keys:
+                keys.update(refiner)
+        return update if train_encoder or keys else None
 
     history = []
     phases = (("heads", cfg["head_epochs"], cfg["head_blr"], False), ("full", cfg["epochs"], cfg["blr"], True))
@@ -106,20 +129,22 @@ def main(argv: list[str] | None = None) -> None:
         result = fit(refiner, step_fn, lambda e: epoch_order(len(train), bs, seed, e, device), opt,
                      lambda s: warmup_cosine(s, epochs * steps, warm, lr, 1.0e-6), epochs, seed,
                      checkpointer=Checkpointer(args.out / f"resume-{name}.pt", f"{tag}-{name}"),
-                     checkpoint_every=cfg["checkpoint_every"], on_epoch=on_epoch, extra_state={"ema": ema},
+                     checkpoint_every=cfg["checkpoint_every"], on_epoch=on_epoch,
+                     extra_state={"ema": ema, **({"keys": keys} if keys else {})},
                      autocast=lambda: rt.autocast(device, run_cfg["precision"]),
-                     after_step=(lambda: ema.update(encoder)) if train_encoder else None)
+                     after_step=after_step(train_encoder))
         history += [{"phase": float(train_encoder), **r} for r in result.history]
     live.end()
 
     save_checkpoint(args.out / "model.pt", {
-        "arch": dict(encoder.arch), "variant": args.variant, "depth": depth, "head_blocks": refiner.blocks,
+        "arch": dict(encoder.arch), "variant": args.variant, "objective": objective, "depth": depth,
+        "head_blocks": refiner.blocks,
         "encoder": {k: v.cpu() for k, v in ema.module.state_dict().items()},
         "refiner": {k: v.cpu() for k, v in refiner.state_dict().items()}})
     write_text(args.plots / "refine_curve" / f"{args.variant}.csv", records_csv(
         [{k: v for k, v in r.items() if k != "images_per_s"} | {"epoch": i + 1} for i, r in enumerate(history)]))
     last = history[-1]
-    write_json(args.out / "metrics.json", {"depth": depth, "head_blocks": refiner.blocks,
+    write_json(args.out / "metrics.json", {"objective": objective, "depth": depth, "head_blocks": refiner.blocks,
                                            **{k: round(last[k], 6) for k in ("loss", "alignment", "nn_accuracy",
                                                                              "nn_similarity", "knn")}})
     for name in ("heads", "full"):

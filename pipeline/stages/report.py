@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.analysis.figures import fewshot_figure, frequency_figure, fusion_weights_figure, knn_blocks_figure
+from pipeline.analysis.figures import (
+    fewshot_figure,
+    frequency_figure,
+    fusion_weights_figure,
+    knn_blocks_figure,
+    spectrum_figure,
+)
 from pipeline.analysis.summary import markdown_table, summary_table
 from pipeline.atomic import write_json, write_text
 from pipeline.errors import DataError
@@ -21,13 +27,17 @@ SUMMARY_HEADER = """# Summary
 Accuracies in %. knn_*, linear, fewshot_<shots> (mean over the fixed splits), kmeans_* and finetune are on the
 test split, with hyperparameters chosen on the validation split; val_knn_* is the per-block k-NN (CLS) of the
 probe on the validation split (blocks 0-based), depth the number of blocks kept for refinement (a refined model
-has only those), dlogamp_pi_last the Δ log amplitude at frequency π of the last block's tokens, nn_accuracy and
-alignment the NN-retrieval accuracy and positive softmax mass at the end of refinement.
+has only those), dlogamp_pi_last the Δ log amplitude at frequency π of the last block's tokens; for refined models
+objective and pretrained name the refinement, refine_nn_accuracy and refine_pos_mass the NN-retrieval accuracy and
+the positive's softmax mass at its end. Collapse analysis on a val subset of the evaluated feature (L2-normalized):
+rankme the effective rank (1 = collapsed), hard_rank the singular values of the covariance above 1e-3 of the
+largest, alignment the mean squared distance of two augmented views (lower = more invariant), uniformity
+log E exp(-2 d²) (0 = collapsed, lower = more spread).
 
 """
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
-PARAMS = ("pretrain.variants",)
+PARAMS = ("pretrain.variants", "refine.variants")
 
 
 def require(path: Path) -> Path:
@@ -48,10 +58,12 @@ def main(argv: list[str] | None = None) -> None:
         "analyze": "results/analyze",
         "evaluate": "results/evaluate",
         "refine": "results/refine",
+        "plots": "results/plots (reads spectrum/)",
         "out": "results/report",
     })
     args = parser.parse_args(argv)
-    variants = list(load_stage_params("report", PARAMS, args.params)["pretrain"]["variants"])
+    p = load_stage_params("report", PARAMS, args.params)
+    variants, refined = list(p["pretrain"]["variants"]), p["refine"]["variants"]
 
     models: dict[str, dict] = {}
     for v in variants:
@@ -62,13 +74,14 @@ def main(argv: list[str] | None = None) -> None:
                      "details": read_json(args.evaluate / v / "details.json"),
                      "extra": {"depth": probe["depth"], "pretrain_loss": pretrain["loss"],
                                "dlogamp_pi_last": high_freq[-1]}, "fusion": pretrain["fusion_weights"]}
-        refine = read_json(args.refine / v / "metrics.json")
-        models[f"{v}-refined"] = {
-            "eval": read_json(args.evaluate / f"{v}-refined" / "metrics.json"),
-            "blocks": read_json(args.probe / f"{v}-refined" / "blocks.json")["rows"],
-            "details": read_json(args.evaluate / f"{v}-refined" / "details.json"),
-            "extra": {"depth": refine["depth"], "nn_accuracy": refine["nn_accuracy"],
-                      "alignment": refine["alignment"]}}
+    for name, spec in refined.items():
+        refine = read_json(args.refine / name / "metrics.json")
+        models[name] = {
+            "eval": read_json(args.evaluate / name / "metrics.json"),
+            "blocks": read_json(args.probe / name / "blocks.json")["rows"],
+            "details": read_json(args.evaluate / name / "details.json"),
+            "extra": {"objective": spec["objective"], "pretrained": spec["pretrained"], "depth": refine["depth"],
+                      "refine_nn_accuracy": refine["nn_accuracy"], "refine_pos_mass": refine["alignment"]}}
     baselines = read_json(args.evaluate / "baselines" / "metrics.json")
     details = read_json(args.evaluate / "baselines" / "details.json")
     random_blocks = details["random-init"]["blocks"]
@@ -81,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     frequency_figure(spectra, args.out / "frequency.png")
     fewshot_figure({**{name: m["details"]["fewshot"] for name, m in models.items()},
                     **{name: d["fewshot"] for name, d in details.items()}}, args.out / "fewshot.png")
+    spectrum_figure({name: pd.read_csv(require(args.plots / "spectrum" / f"{name}.csv"))
+                     for name in [*models, "random-init", "pixels"]}, args.out / "spectrum.png")
     fusion_weights_figure({v: models[v]["fusion"] for v in variants if models[v]["fusion"]},
                           args.out / "fusion_weights.png")
     metrics = {row["model"]: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()

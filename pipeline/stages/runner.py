@@ -30,11 +30,15 @@ def code_version() -> str:
     return (rev or "unknown") + ("+dirty" if dirty else "")
 
 
-def load_stage_params(stage: str, keys: tuple[str, ...], path: str, variant: str | None = None) -> dict:
-    """Validate the params file and return only the stage's declared `keys` (with {variant} filled in)."""
+def load_stage_params(stage: str, keys: tuple[str, ...], path: str, variant: str | None = None,
+                      kinds: tuple[str, ...] = ("pretrain", "refine")) -> dict:
+    """Validate the params file and return only the stage's declared `keys` (with {variant} filled in).
+
+    `variant` must name an entry of `<kind>.variants` for one of `kinds` (probe and evaluate take either kind).
+    """
     params = config.load_params(path)
     if variant is not None:
-        config.check_variant(params, variant)
+        config.check_variant(params, variant, kinds)
     keys = [k.replace("{variant}", variant or "") for k in keys]
     selected = config.select(params, keys)
     log.info("stage %s%s | code %s | params %s", stage, f"@{variant}" if variant else "", code_version(),
@@ -52,7 +56,7 @@ def stage_parser(stage: str, doc: str, variant: bool, paths: dict[str, str]) -> 
     (name -> help), and --params."""
     parser = argparse.ArgumentParser(prog=f"python -m pipeline.stages.{stage}", description=doc.strip().splitlines()[0])
     if variant:
-        parser.add_argument("--variant", required=True, help="a key of pretrain.variants")
+        parser.add_argument("--variant", required=True, help="a key of pretrain.variants or refine.variants")
     for name, help_text in paths.items():
         parser.add_argument(f"--{name}", required=True, type=Path, help=help_text)
     parser.add_argument("--params", default="params.yaml", help="the params file, validated on start")

@@ -33,6 +33,13 @@ def test_load_params__gpu_profile_overlay_is_valid(tmp_path):
     (lambda p: p["data"].update(dataset="mnist"), "data.dataset = 'mnist'"),
     (lambda p: p["refine"].update(depth=7), "refine.depth=7 is beyond the model's 3 blocks"),
     (lambda p: p["refine"].update(depth="half"), "refine.depth = 'half'"),
+    (lambda p: p["refine"]["variants"]["mae_moco"].update(objective="simclr"),
+     "refine.variants.mae_moco.objective = 'simclr'"),
+    (lambda p: p["refine"]["variants"]["mae_nna"].update(pretrained="beit"),
+     "refine.variants.mae_nna.pretrained='beit' is not a key of pretrain.variants (mae, mff)"),
+    (lambda p: p["refine"]["variants"].update(mae={"pretrained": "mae", "objective": "nna"}),
+     "refine.variants.mae reuses a name of pretrain.variants"),
+    (lambda p: p["refine"]["mochi"].update(hardest=0), "refine.mochi.hardest = 0"),
 ])
 def test_load_params__bad_value_names_the_key(tmp_path, params, edit, needle):
     edit(params)
@@ -55,8 +62,11 @@ def test_load_params__missing_file(tmp_path):
 
 
 def test_check_variant__misspelled_lists_the_known(params):
-    with pytest.raises(ConfigError, match=r"unknown variant 'mea' \(pretrain.variants has: mae, mff\)"):
+    with pytest.raises(ConfigError, match=r"unknown variant 'mea' \(pretrain.variants has: mae, mff; "
+                                          r"refine.variants has: mae_mochi, mae_moco, mae_nna, mae_nnclr, mff_nna\)"):
         config.check_variant(params, "mea")
+    with pytest.raises(ConfigError, match=r"unknown variant 'mae_nna' \(pretrain.variants has: mae, mff\)$"):
+        config.check_variant(params, "mae_nna", ("pretrain",))
 
 
 def test_select__returns_only_declared_keys(params):

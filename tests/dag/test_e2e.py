@@ -17,6 +17,8 @@ import yaml
 from tests.conftest import copy_project, tiny_params, write_params
 from tests.dag.test_parity import tool
 
+REFINED = ["mae_nna", "mff_nna", "mae_nnclr", "mae_moco", "mae_mochi"]  # tiny_params' refine.variants
+
 
 def snakemake_planned(root) -> dict[str, int]:
     """Rule -> job count that `snakemake -n` would run (empty when nothing is to be done)."""
@@ -50,8 +52,10 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     summary = (root / "results/report/summary.csv").read_text()
     assert summary.splitlines()[0].startswith("model,knn_cls,knn_mean_patch,linear,fewshot_1,fewshot_2,kmeans_acc")
     assert [line.split(",")[0] for line in summary.splitlines()[1:]] == [
-        "mae", "mae-refined", "mff", "mff-refined", "random-init", "pixels"]
+        "mae", "mff", *REFINED, "random-init", "pixels"]
+    assert {"rankme", "hard_rank", "alignment", "uniformity", "objective"} <= set(summary.splitlines()[0].split(","))
     assert (root / "results/report/knn_blocks.png").stat().st_size > 10_000
+    assert (root / "results/report/spectrum.png").stat().st_size > 10_000
     tool(["snakemake", "--report", "report.html"], root)
     html = (root / "report.html").read_text(errors="replace")
     assert all(name in html for name in ("knn_blocks.png", "fewshot.png", "summary.csv"))
@@ -69,11 +73,11 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["probe"]["k"] = 1
     write_params(root / "params.yaml", params)
-    probes = {"probe@mae", "probe@mff", "probe_refined@mae", "probe_refined@mff"}
+    probes = {"probe@mae", "probe@mff", *(f"probe_refined@{r}" for r in REFINED)}
     assert dvc_stale(root) == probes | {"baselines"}
     # Snakemake also plans the refinements: they read the probe's blocks.json, which it will rewrite
-    assert snakemake_planned(root) == {"probe": 2, "probe_refined": 2, "baselines": 1, "refine": 2,
-                                       "evaluate_refined": 2, "report": 1}
+    assert snakemake_planned(root) == {"probe": 2, "probe_refined": 5, "baselines": 1, "refine": 5,
+                                       "evaluate_refined": 5, "report": 1}
     repro = tool(["dvc", "repro"], root).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", repro))
     assert probes | {"baselines", "report"} <= ran

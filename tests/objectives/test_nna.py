@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.objectives.nna import nna_logits, nna_loss, positive_mass
+from pipeline.objectives.nna import nna_logits, nna_loss, nnclr_loss, positive_mass
 
 
 def test_nna_loss__three_samples_by_hand():
@@ -60,3 +60,19 @@ def test_nna_loss__bad_inputs():
         nna_loss(torch.ones(2, 2), torch.ones(2, 2), torch.ones(2, 2), 0.0)
     with pytest.raises(ValueError, match=r"share one \[B, D\] shape"):
         nna_loss(torch.ones(2, 2), torch.ones(3, 2), torch.ones(2, 2), 0.1)
+
+
+def test_nnclr_loss__swaps_the_negatives_where_nna_does_not():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    q = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0]])
+    p = torch.tensor([[0.6, 0.8], [0.8, 0.6], [-0.6, -0.8]])
+    t = 0.5
+    # NNCLR: every logit of row i is q_i . p_j
+    sims = (q @ p.T).tolist()
+    expected = sum(-(sims[i][i] / t) + math.log(sum(math.exp(s / t) for s in sims[i])) for i in range(3)) / 3
+    assert nnclr_loss(z, q, p, t).item() == pytest.approx(expected, rel=1e-6)
+    assert nnclr_loss(z, q, p, t).item() != pytest.approx(nna_loss(z, q, p, t).item(), rel=1e-3)
+    # the un-swapped anchor never enters NNCLR, while it sets every negative of NNA
+    other = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    assert nnclr_loss(other, q, p, t).item() == pytest.approx(nnclr_loss(z, q, p, t).item(), rel=1e-6)
+    assert nna_loss(other, q, p, t).item() != pytest.approx(nna_loss(z, q, p, t).item(), rel=1e-3)

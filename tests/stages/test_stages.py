@@ -114,10 +114,16 @@ def test_evaluate__all_protocols_with_a_short_finetune(work, params):
     write_params(work / "params.yaml", params)
     run_stage("pretrain", PRETRAIN, work)
     run_stage("evaluate", ["--variant", "mae", "--data", "results/data/digits", "--model",
-                           "results/pretrain/mae/model.pt", "--out", "results/evaluate/mae"], work)
+                           "results/pretrain/mae/model.pt", "--out", "results/evaluate/mae", "--plots",
+                           "results/plots"], work)
     metrics = json.loads((work / "results/evaluate/mae/metrics.json").read_text())
+    geometry = {"rankme", "hard_rank", "alignment", "uniformity"}
     assert set(metrics) == {"knn_cls", "knn_mean_patch", "linear", "fewshot_1", "fewshot_2", "kmeans_acc",
-                            "kmeans_nmi", "kmeans_ari", "finetune"}
-    assert all(0 <= v <= 1 for v in metrics.values())
+                            "kmeans_nmi", "kmeans_ari", "finetune"} | geometry
+    assert all(0 <= v <= 1 for k, v in metrics.items() if k not in geometry)
+    assert 1 <= metrics["rankme"] <= 32 and 1 <= metrics["hard_rank"] <= 32  # width 32
+    assert 0 <= metrics["alignment"] <= 4 and -4 <= metrics["uniformity"] <= 0
+    spectrum = (work / "results/plots/spectrum/mae.csv").read_text().splitlines()
+    assert spectrum[0] == "index,singular_value,log10_singular_value" and len(spectrum) == 1 + 32
     details = json.loads((work / "results/evaluate/mae/details.json").read_text())
     assert set(details["linear"]["val"]) == {"0.01", "0.1", "1.0"} and len(details["fewshot"]["2"]["runs"]) == 2

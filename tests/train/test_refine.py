@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
+from pipeline.data.augment import random_resized_crop
 from pipeline.data.loader import DeviceImages, epoch_order
 from pipeline.models.vit import ViTEncoder
+from pipeline.objectives.moco import Mixing
 from pipeline.train.checkpoint import Checkpointer
 from pipeline.train.finetune import layer_of
 from pipeline.train.loop import fit
-from pipeline.train.nna_step import Refiner, head_blocks, nna_step_fn
 from pipeline.train.optim import layer_decay_groups
 from pipeline.train.queue import EMA, NNQueue
+from pipeline.train.refine_step import MomentumKeys, Refiner, head_blocks, refine_step_fn
 
 
 def test_queue__never_returns_own_entry_and_wraps():
@@ -61,7 +64,7 @@ def _setup(seed=0):
 def _fit(data, encoder, refiner, ema, epochs, train_encoder, ckpt=None):
     encoder.requires_grad_(train_encoder)
     opt = torch.optim.AdamW(layer_decay_groups(refiner, 3, layer_of(2), 0.05, 0.65), lr=0.0)
-    step = nna_step_fn(refiner, data, 0.2, 0.25, 1, (0.05, 0.25))
+    step = refine_step_fn(refiner, data, "nna", 0.2, 0.25, 1, (0.05, 0.25))
     return fit(refiner, step, lambda e: epoch_order(64, 16, 0, e, torch.device("cpu")), opt, lambda s: 1.0e-3,
                epochs, 0, checkpointer=ckpt, extra_state={"ema": ema},
                after_step=(lambda: ema.update(encoder)) if train_encoder else None)
@@ -89,3 +92,51 @@ def test_refine__resumed_run_continues_queue_and_ema(tmp_path):
     for a, b in ((ref[2], resumed[2]), (ref[3], resumed[3])):  # refiner (with queues), EMA
         for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.equal(x, y), k
+
+
+def test_momentum_keys__update_is_exact_for_encoder_and_projectors():
+    _, _, refiner, _ = _setup()
+    keys = MomentumKeys(refiner, momentum=0.9)
+    before = {k: v.clone() for k, v in keys.state_dict().items()}
+    with torch.no_grad():
+        for p in refiner.parameters():
+            p.add_(torch.randn_like(p))
+    keys.update(refiner)
+    online = {**{f"encoder.module.{k}": v for k, v in refiner.encoder.state_dict().items()},
+              **{f"projectors.module.{k}": v for k, v in refiner.projectors().state_dict().items()}}
+    assert set(online) == set(before)
+    for name, value in keys.state_dict().items():
+        if value.dtype.is_floating_point:
+            torch.testing.assert_close(value, 0.9 * before[name] + 0.1 * online[name], rtol=0, atol=1e-6)
+    assert not any("predictor" in k for k in keys.state_dict()), "MoCo keys skip the predictor"
+
+
+@pytest.mark.parametrize("objective", ["nna", "nnclr", "moco", "mochi"])
+def test_refine_step__every_objective_trains_and_fills_the_queue(objective):
+    data, encoder, refiner, _ = _setup()
+    keys = MomentumKeys(refiner, 0.9) if objective in ("moco", "mochi") else None
+    mixing = Mixing(8, 4, 2) if objective == "mochi" else None
+    step = refine_step_fn(refiner, data, objective, 0.2, 0.25, 0, (0.05, 0.25), keys, mixing)
+    opt = torch.optim.AdamW(refiner.parameters(), lr=1.0e-3)
+    idx = torch.arange(16)
+    torch.manual_seed(0)
+    loss, metrics = step(idx)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and {"alignment", "nn_accuracy", "nn_similarity"} == set(metrics)
+    assert refiner.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    queue = refiner.queues[0]
+    assert set(queue.idx[:16].tolist()) == set(range(16))
+    if keys:  # the queue holds the momentum keys of global view 0: replay the step's crops to recompute them
+        torch.manual_seed(0)
+        x = data.batch(idx)
+        views = [random_resized_crop(x, (0.25, 1.0)) for _ in range(2)]
+        torch.testing.assert_close(queue.x[:16], keys.keys(torch.cat(views))[0][:16])
+
+
+def test_refine_step__objective_and_key_network_must_match():
+    data, _, refiner, _ = _setup()
+    with pytest.raises(ValueError, match="momentum keys"):
+        refine_step_fn(refiner, data, "moco", 0.2, 0.25, 0, (0.05, 0.25))
+    with pytest.raises(ValueError, match="unknown objective"):
+        refine_step_fn(refiner, data, "simclr", 0.2, 0.25, 0, (0.05, 0.25))

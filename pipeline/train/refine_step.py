@@ -1,0 +1,150 @@
+"""Contrastive refinement (MIM-Refiner): ID heads on the last kept blocks, trained with NNA or an ablation.
+
+Objectives (refine.variants.<name>.objective; reference/mim_refiner.md 1.3, ssl_eval.md 4):
+- nna: the positive is the anchor's nearest neighbour in the queue, the negatives the anchor itself (MIM-Refiner);
+- nnclr: positive and negatives both use the nearest neighbour;
+- moco: the anchor is the key of a momentum encoder + projector, the negatives a queue of earlier keys;
+- mochi: moco plus synthetic hard negatives mixed from the queue entries nearest each query.
+Every objective uses the same heads, views, queue size and temperature, so their runs differ in the loss only.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from pipeline.data.augment import random_resized_crop
+from pipeline.data.loader import DeviceImages
+from pipeline.models.heads import IDHead
+from pipeline.models.vit import ViTEncoder
+from pipeline.objectives.moco import Mixing, info_nce_logits, info_nce_loss
+from pipeline.objectives.nna import nna_loss, nnclr_loss, positive_mass
+from pipeline.train.queue import EMA, NNQueue
+
+OBJECTIVES = ("nna", "nnclr", "moco", "mochi")
+MOMENTUM_OBJECTIVES = ("moco", "mochi")
+
+
+def head_blocks(depth: int, count: int) -> list[int]:
+    """The 0-based blocks that get a head: the last `count` of `depth`, or the last third (at least 1) for 0."""
+    count = count or max(1, round(depth / 3))
+    if count > depth:
+        raise ValueError(f"{count} heads asked for an encoder of {depth} blocks")
+    return list(range(depth - count, depth))
+
+
+def head_features(encoder: ViTEncoder, images: torch.Tensor, blocks: list[int]) -> list[torch.Tensor]:
+    """[N, C, H, W] -> one [N, D] CLS feature per block of `blocks`; the last block's goes through the final norm
+    when it is the encoder's last block, the others are raw (MIM-Refiner's "main" and "clsK" heads)."""
+    _, kept = encoder.run_blocks(encoder.prepend_cls(encoder.embed_patches(images)), blocks)
+    feats = [t[:, 0] for t in kept]
+    if blocks[-1] == encoder.depth - 1:
+        feats[-1] = encoder.norm(kept[-1])[:, 0]
+    return feats
+
+
+class Refiner(nn.Module):
+    """A (truncated) encoder with one ID head and one queue per head block.
+
+    Args:
+        encoder: the encoder, already cut to the refinement depth.
+        blocks: 0-based blocks with a head.
+        hidden, out, pred_hidden: head widths.
+        queue_size, topk: queue length and the neighbour draw (1 = nearest).
+    """
+
+    def __init__(self, encoder: ViTEncoder, blocks: list[int], hidden: int, out: int, pred_hidden: int,
+                 queue_size: int, topk: int):
+        super().__init__()
+        self.encoder, self.blocks = encoder, list(blocks)
+        self.heads = nn.ModuleList(IDHead(encoder.embed_dim, hidden, out, pred_hidden) for _ in self.blocks)
+        self.queues = nn.ModuleList(NNQueue(queue_size, out, topk) for _ in self.blocks)
+
+    def pooled(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """[N, C, H, W] -> one [N, D] CLS feature per head block."""
+        return head_features(self.encoder, images, self.blocks)
+
+    def projectors(self) -> nn.ModuleList:
+        return nn.ModuleList(h.projector for h in self.heads)
+
+
+class MomentumKeys(nn.Module):
+    """MoCo's key network: a moving average of the refiner's encoder and projectors (no predictor).
+
+    Args:
+        refiner: the online network; its current weights start the average.
+        momentum: m in key = m * key + (1 - m) * online, applied after every optimizer step.
+    """
+
+    def __init__(self, refiner: Refiner, momentum: float):
+        super().__init__()
+        self.blocks = list(refiner.blocks)
+        self.encoder = EMA(refiner.encoder, momentum)
+        self.projectors = EMA(refiner.projectors(), momentum)
+
+    @torch.no_grad()
+    def update(self, refiner: Refiner) -> None:
+        self.encoder.update(refiner.encoder)
+        self.projectors.update(refiner.projectors())
+
+    @torch.no_grad()
+    def keys(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """[N, C, H, W] -> one [N, out] key per head block (projector BatchNorm on batch statistics, as MoCo)."""
+        self.projectors.module.train()
+        feats = head_features(self.encoder.module, images, self.blocks)
+        return [proj(f) for proj, f in zip(self.projectors.module, feats)]
+
+
+def refine_step_fn(refiner: Refiner, data: DeviceImages, objective: str, temperature: float,
+                   global_scale_min: float, local_crops: int, local_scale: tuple[float, float],
+                   keys: MomentumKeys | None = None, mixing: Mixing | None = None
+                   ) -> Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """step_fn(indices) -> (sum over heads of the mean loss term, metrics of the last head).
+
+    Terms per head: each global view's anchor against the other global view's prediction (symmetric), plus each
+    global anchor against each local view's prediction. The anchor is the stop-grad projection of the online
+    network (nna, nnclr) or the momentum key (moco, mochi); the queue holds the anchors of global view 0, is
+    queried before the push and never returns a sample's own entry. Local crops are resized to the input size.
+
+    Metrics: alignment (the positive's softmax mass in the first term), nn_accuracy and nn_similarity (label
+    agreement and cosine of the anchor's nearest queue entry).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r} (one of {', '.join(OBJECTIVES)})")
+    if (objective in MOMENTUM_OBJECTIVES) != (keys is not None) or (objective == "mochi") != (mixing is not None):
+        raise ValueError(f"objective {objective!r}: momentum keys are for moco/mochi, mixing for mochi only")
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        labels = data.labels[idx]
+        with torch.no_grad():
+            x = data.batch(idx)
+            views = [random_resized_crop(x, (global_scale_min, 1.0)) for _ in range(2)]
+            views += [random_resized_crop(x, local_scale) for _ in range(local_crops)]
+        b, v = x.shape[0], len(views)
+        key_sets = keys.keys(torch.cat(views[:2])) if keys else None
+        pairs = [(0, 1), (1, 0)] + [(a, 2 + i) for a in (0, 1) for i in range(local_crops)]
+        total = torch.zeros((), device=x.device)
+        metrics: dict[str, torch.Tensor] = {}
+        for h, (feats, head, queue) in enumerate(zip(refiner.pooled(torch.cat(views)), refiner.heads,
+                                                     refiner.queues)):
+            z, p = head(feats)  # BatchNorm sees all views together, as in the official code
+            z, p = z.view(v, b, -1), p.view(v, b, -1)
+            anchors = key_sets[h].view(2, b, -1) if key_sets else z[:2].detach()
+            nn0, nn_label, nn_sim = queue.query(anchors[0], idx)
+            if objective in MOMENTUM_OBJECTIVES:
+                terms = [info_nce_loss(p[c], anchors[a], queue.x, temperature, mixing) for a, c in pairs]
+                with torch.no_grad():
+                    align = torch.softmax(info_nce_logits(p[1], anchors[0], queue.x, temperature), 1)[:, 0].mean()
+            else:
+                nns = (nn0, queue.query(anchors[1], idx)[0])
+                loss = nna_loss if objective == "nna" else nnclr_loss
+                terms = [loss(anchors[a], nns[a], p[c], temperature) for a, c in pairs]
+                align = positive_mass(anchors[0] if objective == "nna" else nn0, nn0, p[1], temperature)
+            total = total + torch.stack(terms).mean()
+            queue.push(anchors[0], idx, labels)
+            metrics = {"alignment": align, "nn_accuracy": (nn_label == labels).float().mean(),
+                       "nn_similarity": nn_sim.mean()}
+        return total, metrics
+
+    return step
