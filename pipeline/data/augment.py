@@ -6,6 +6,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pipeline import distributed
+
 
 def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3),
                         hflip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -24,7 +26,7 @@ def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio:
         [B, C, H, W] augmented images.
     """
     b, dev = images.shape[0], images.device
-    rand = torch.rand(b, 4, device=dev, generator=generator)
+    rand = distributed.rand(b, 4, device=dev, generator=generator)  # per sample, whatever the process count
     area = scale[0] + (scale[1] - scale[0]) * rand[:, 0]
     log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * rand[:, 1]
     aspect = torch.exp(log_r)
@@ -35,7 +37,7 @@ def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio:
     cy = (1 - h) * (2 * rand[:, 3] - 1)
     sx = w
     if hflip:
-        flip = torch.rand(b, device=dev, generator=generator) < 0.5
+        flip = distributed.rand(b, device=dev, generator=generator) < 0.5
         sx = torch.where(flip, -w, w)
     theta = torch.zeros(b, 2, 3, device=dev, dtype=images.dtype)
     theta[:, 0, 0], theta[:, 0, 2] = sx, cx

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline import distributed
 from pipeline.data.prepared import Prepared
 
 
@@ -38,13 +39,15 @@ class DeviceImages:
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
-    """Shuffled indices of one epoch as [steps, batch_size], dropping the ragged tail.
+    """Shuffled indices of one epoch as [steps, batch_size], dropping the ragged tail; under torchrun, this rank's
+    [steps, batch_size / processes] slice of every global batch.
 
     The order depends only on (seed, epoch), so a run resumed at an epoch boundary sees the same batches.
     """
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     steps = n // batch_size
-    return torch.randperm(n, generator=g)[: steps * batch_size].view(steps, batch_size).to(device)
+    order = torch.randperm(n, generator=g)[: steps * batch_size].view(steps, batch_size)
+    return distributed.shard(order).to(device)
 
 
 def device_splits(data: Prepared, device: torch.device) -> dict[str, DeviceImages]:

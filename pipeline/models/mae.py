@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block
 
+from pipeline import distributed
 from pipeline.models.fusion import MultiLevelFusion
 from pipeline.models.pos_embed import sincos_2d
 from pipeline.models.vit import ViTEncoder, init_mae_weights
@@ -35,7 +36,7 @@ def random_masking(tokens: torch.Tensor, mask_ratio: float, generator: torch.Gen
     """
     b, n, d = tokens.shape
     keep = int(n * (1 - mask_ratio))
-    noise = torch.rand(b, n, device=tokens.device, generator=generator)
+    noise = distributed.rand(b, n, device=tokens.device, generator=generator)  # per sample, any process count
     ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     kept = torch.gather(tokens, 1, ids_shuffle[:, :keep, None].expand(-1, -1, d))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline import distributed
+
 
 @dataclass(frozen=True)
 class Mixing:
@@ -42,11 +44,11 @@ def mixed_negatives(query: torch.Tensor, negatives: torch.Tensor, mixing: Mixing
     hard = (q @ n.T).topk(min(mixing.hardest, n.shape[0]), dim=1).indices  # [B, N]
 
     def draw(count: int) -> torch.Tensor:  # [B, count] entries of each row's hardest set
-        pick = torch.randint(hard.shape[1], (b, count), generator=generator, device=dev)
+        pick = distributed.randint(hard.shape[1], b, count, generator=generator, device=dev)
         return n[hard.gather(1, pick)]
 
     def coefficient(count: int, high: float) -> torch.Tensor:
-        return torch.rand(b, count, 1, generator=generator, device=dev) * high
+        return distributed.rand(b, count, 1, generator=generator, device=dev) * high
 
     a = coefficient(mixing.mixes, 1.0)
     pairs = a * draw(mixing.mixes) + (1 - a) * draw(mixing.mixes)

@@ -11,53 +11,62 @@ import torch
 import torch.nn.functional as F
 
 
-def _check(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float) -> None:
+def _check(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float, offset: int) -> None:
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if anchor.ndim != 2 or anchor.shape != neighbor.shape or anchor.shape != pred.shape:
-        raise ValueError(f"anchor, neighbor and pred must share one [B, D] shape, got {tuple(anchor.shape)}, "
-                         f"{tuple(neighbor.shape)}, {tuple(pred.shape)}")
+    if (anchor.ndim != 2 or anchor.shape != neighbor.shape or pred.ndim != 2 or pred.shape[1] != anchor.shape[1]
+            or not 0 <= offset <= pred.shape[0] - anchor.shape[0]):
+        raise ValueError(f"anchor and neighbor must be [B, D] and pred [N >= offset + B, D], got "
+                         f"{tuple(anchor.shape)}, {tuple(neighbor.shape)}, {tuple(pred.shape)} (offset {offset})")
 
 
-def nna_logits(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float) -> torch.Tensor:
-    """[B, B] logits: diagonal q_i . p_i / T (the swapped positive), off-diagonal z_i . p_j / T (own negatives).
+def nna_logits(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float,
+               offset: int = 0) -> torch.Tensor:
+    """[B, N] logits: at (i, offset + i) q_i . p_i / T (the swapped positive), elsewhere z_i . p_j / T (own negatives).
 
     Args:
         anchor: [B, D] z, the projector outputs of the anchor view (detached inside).
         neighbor: [B, D] q, the nearest neighbours of z in the queue (detached inside).
-        pred: [B, D] p, the predictions of the other view (gradients flow here).
+        pred: [N, D] p, the predictions of the other view for the global batch (gradients flow here); N = B for
+            one process, the gathered batch of every rank under torchrun.
         temperature: T > 0.
+        offset: where this rank's rows sit in the global batch.
     """
-    _check(anchor, neighbor, pred, temperature)
+    _check(anchor, neighbor, pred, temperature, offset)
     z = F.normalize(anchor.detach().float(), dim=1)
     q = F.normalize(neighbor.detach().float(), dim=1)
     p = F.normalize(pred.float(), dim=1)
     logits = z @ p.T
-    positive = (q * p).sum(dim=1)
-    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
-    return torch.where(eye, positive[:, None].expand_as(logits), logits) / temperature
+    rows = torch.arange(z.shape[0], device=z.device)
+    positive = (q * p[rows + offset]).sum(dim=1)
+    return logits.index_put((rows, rows + offset), positive) / temperature
 
 
-def nna_loss(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean over i of -log softmax_i(nna_logits)[i]: the NNA contrastive loss of one (anchor, prediction) view pair.
+def nna_loss(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float,
+             offset: int = 0) -> torch.Tensor:
+    """Mean over i of -log softmax_i(nna_logits)[offset + i]: the NNA loss of one (anchor, prediction) view pair.
 
     Returns:
-        Scalar loss. With all embeddings collinear every logit is 1/T and the loss is log(B).
+        Scalar loss. With all embeddings collinear every logit is 1/T and the loss is log(N).
     """
-    logits = nna_logits(anchor, neighbor, pred, temperature)
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+    logits = nna_logits(anchor, neighbor, pred, temperature, offset)
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device) + offset)
 
 
-def nnclr_loss(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NNCLR: logits q_i . p_j / T for every j (positive and negatives both use the neighbour), CE on the diagonal.
+def nnclr_loss(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float,
+               offset: int = 0) -> torch.Tensor:
+    """NNCLR: logits q_i . p_j / T for every j (positive and negatives both use the neighbour), CE at offset + i.
 
     `anchor` only fixes the shape check: NNCLR never reads the un-swapped embedding.
     """
-    _check(anchor, neighbor, pred, temperature)
-    return nna_loss(neighbor, neighbor, pred, temperature)
+    _check(anchor, neighbor, pred, temperature, offset)
+    return nna_loss(neighbor, neighbor, pred, temperature, offset)
 
 
-def positive_mass(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float) -> torch.Tensor:
+def positive_mass(anchor: torch.Tensor, neighbor: torch.Tensor, pred: torch.Tensor, temperature: float,
+                  offset: int = 0) -> torch.Tensor:
     """Mean softmax probability of the positive (the "alignment" MIM-Refiner logs), no gradient."""
     with torch.no_grad():
-        return torch.softmax(nna_logits(anchor, neighbor, pred, temperature), dim=1).diagonal().mean()
+        logits = nna_logits(anchor, neighbor, pred, temperature, offset)
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        return torch.softmax(logits, dim=1)[rows, rows + offset].mean()

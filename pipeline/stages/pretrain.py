@@ -8,6 +8,7 @@ import torch
 from dvclive import Live
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import DeviceImages, epoch_order
 from pipeline.data.prepared import load_prepared
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
 PARAMS = (
-    "seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "model",
+    "seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "runtime.nproc", "model",
     "pretrain.variants.{variant}",  # only this variant's entry: adding a variant reruns no other
     "pretrain.mask_ratio", "pretrain.norm_pix_loss", "pretrain.epochs", "pretrain.warmup_epochs",
     "pretrain.batch_size", "pretrain.blr", "pretrain.min_lr", "pretrain.weight_decay", "pretrain.beta1",
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     fuse_blocks = variant["fuse_blocks"]
 
     device = rt.setup_runtime(run_cfg, p["seed"])
+    main = distributed.world().main
     data = load_prepared(args.data)
     train = DeviceImages(data.x["train"], data.y["train"], data.card["mean"], data.card["std"], device)
     c, h, w = data.image_shape
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # DVCLive must neither edit dvc.yaml nor save an experiment (reference/pipeline.md 2.4)
     live = Live(dir=str(args.out / "live"), resume=ckpt.path.exists(), dvcyaml=False, save_dvc_exp=False,
-                report=None)
+                report=None) if main else None
 
     def on_epoch(rec: dict[str, float]) -> None:
         for k, v in rec.items():
@@ -84,13 +86,16 @@ def main(argv: list[str] | None = None) -> None:
         log.info("epoch %d: %s", rec["epoch"], {k: round(v, 5) for k, v in rec.items()})
 
     # the bar is closed on any exit, so an error line starts on a line of its own
-    with tqdm(total=total * bs, unit="img", desc=f"pretrain {args.variant}", mininterval=2, file=sys.stderr) as bar:
+    with tqdm(total=total * bs, unit="img", desc=f"pretrain {args.variant}", mininterval=2, file=sys.stderr,
+              disable=not main) as bar:
         result = fit(model, step_fn,
                      lambda epoch: epoch_order(len(train), bs, p["seed"], epoch, device),
                      optimizer, lambda s: warmup_cosine(s, total, warmup, lr, pre["min_lr"]), pre["epochs"],
                      p["seed"], checkpointer=ckpt, checkpoint_every=pre["checkpoint_every"],
                      autocast=lambda: rt.autocast(device, run_cfg["precision"]), on_step=bar.update,
                      on_epoch=on_epoch)
+    if not main:  # rank 0 writes every output
+        return
     live.end()
 
     last = result.history[-1]
@@ -110,4 +115,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run(main, distributed=True))

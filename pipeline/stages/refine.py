@@ -13,6 +13,7 @@ import sys
 import torch
 from dvclive import Live
 
+from pipeline import distributed
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import DeviceImages, epoch_order
 from pipeline.data.prepared import load_prepared
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
 PARAMS = (
-    "seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile",
+    "seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "runtime.nproc",
     "refine.variants.{variant}",  # only this variant's entry: adding an ablation reruns no other
     "refine.depth", "refine.heads", "refine.head_epochs", "refine.epochs", "refine.warmup_epochs",
     "refine.batch_size", "refine.head_blr", "refine.blr", "refine.layer_decay", "refine.weight_decay",
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     encoder.truncate(depth)
     refiner = Refiner(encoder, head_blocks(depth, cfg["heads"]), cfg["proj_hidden"], cfg["proj_out"],
                       cfg["pred_hidden"], cfg["queue_size"], cfg["topk"]).to(device)
+    if distributed.world().size > 1:  # head BatchNorm statistics over the global batch, as one process sees it
+        distributed.convert_sync_batchnorm(refiner.heads)
     ema = EMA(encoder, cfg["ema"])
     keys = MomentumKeys(refiner, cfg["moco_momentum"]) if objective in MOMENTUM_OBJECTIVES else None
     mixing = Mixing(**cfg["mochi"]) if objective == "mochi" else None
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                              cfg["local_crops"], tuple(cfg["local_scale"]), keys, mixing)
     tag = fingerprint(p, args.variant, data.card["sha256"], ckpt["arch"], depth)
     live = Live(dir=str(args.out / "live"), resume=any(args.out.glob("resume-*.pt")), dvcyaml=False,
-                save_dvc_exp=False, report=None)
+                save_dvc_exp=False, report=None) if distributed.world().main else None
 
     def on_epoch(rec: dict[str, float]) -> None:
         # k-NN of the EMA encoder on a held-out subset: collapse shows here while it trains
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                      autocast=lambda: rt.autocast(device, run_cfg["precision"]),
                      after_step=after_step(train_encoder))
         history += [{"phase": float(train_encoder), **r} for r in result.history]
+    if not distributed.world().main:  # rank 0 writes every output
+        return
     live.end()
 
     save_checkpoint(args.out / "model.pt", {
@@ -152,4 +157,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run(main, distributed=True))

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pipeline.errors import PipelineError
 from pipeline.lock import output_lock
 
 log = logging.getLogger("pipeline")
+_LOCK_HELD = "PIPELINE_LAUNCHER_HOLDS_LOCK"
 
 
 def code_version() -> str:
@@ -72,17 +74,42 @@ def _option(argv: list[str], name: str) -> str | None:
     return None
 
 
-def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
+def _torchrun(nproc: int, argv: list[str]) -> int:
+    """Start this stage again as `torchrun --standalone --nproc-per-node nproc -m <stage> argv` and wait."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun_main
+
+    module = sys.modules["__main__"].__spec__.name
+    os.environ[_LOCK_HELD] = "1"  # this process holds the --out lock for its ranks
+    try:
+        torchrun_main(["--standalone", f"--nproc-per-node={nproc}", "-m", module, *argv])
+    except ChildFailedError as err:
+        codes = sorted({f.exitcode for f in err.failures.values()})
+        print(f"error: {len(err.failures)} of {nproc} processes of {module} failed (exit codes {codes}; their "
+              f"error lines are above)", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None, distributed: bool = False) -> int:
     """Run a stage's main under the lock of its --out folder.
 
     A PipelineError (a bad param, missing data, a held lock...) becomes one 'error:' line on stderr and exit code 2.
+    A `distributed` stage with runtime.nproc > 1 started as one process starts itself again under torchrun; under
+    torchrun (started so, or by hand) rank 0 holds the lock and writes, every rank trains.
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     out = _option(argv, "--out")
+    ranked = "LOCAL_RANK" in os.environ
+    lock = out and not (ranked and (os.environ.get("RANK", "0") != "0" or os.environ.get(_LOCK_HELD)))
     try:
-        with output_lock(out) if out else contextlib.nullcontext():
+        with output_lock(out) if lock else contextlib.nullcontext():
+            if distributed and not ranked:
+                nproc = config.load_params(_option(argv, "--params") or "params.yaml")["runtime"]["nproc"]
+                if nproc > 1:
+                    return _torchrun(nproc, argv)
             main(argv)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)

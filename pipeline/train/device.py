@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from pipeline import distributed
 from pipeline.errors import ConfigError
 
 
@@ -42,7 +43,12 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_runtime(runtime: dict, seed: int) -> torch.device:
-    """Apply the params `runtime` section at a stage's start: CPU threads, seeds, and the device to use."""
+    """Apply the params `runtime` section at a stage's start: CPU threads, seeds, the device to use, and (under
+    torchrun) the process group, with this rank's GPU."""
     set_threads(runtime["threads"])
     seed_everything(seed)
-    return resolve_device(runtime["device"])
+    device = distributed.local_device(resolve_device(runtime["device"]))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed.setup(device)
+    return device

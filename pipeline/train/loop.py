@@ -2,7 +2,9 @@
 
 A method supplies `step_fn(batch) -> (loss, metrics)`; the loop owns the lr schedule, autocast, the optimizer
 step, the divergence check, per-epoch seeding, checkpoints and resume. It never syncs with the device inside an
-epoch except every `check_every` steps, where it checks that the loss stayed finite.
+epoch except every `check_every` steps, where it checks that the loss stayed finite. Under torchrun the step runs
+inside DistributedDataParallel (gradients averaged over ranks) and only rank 0 saves checkpoints and sees the
+per-step and per-epoch callbacks, with the epoch's numbers averaged over ranks.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn as nn
 
+from pipeline import distributed
 from pipeline.errors import DivergenceError
 from pipeline.train.checkpoint import Checkpointer, load_module_state
 
@@ -29,6 +32,17 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
     resumed_from_epoch: int = 0
+
+
+class _Step(nn.Module):
+    """The step as a module, so DistributedDataParallel sees the forward that uses the model's parameters."""
+
+    def __init__(self, model: nn.Module, step_fn: StepFn):
+        super().__init__()
+        self.model, self.step_fn = model, step_fn
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.step_fn(batch)
 
 
 def _epoch_record(epoch: int, step: int, sums: dict[str, torch.Tensor], n_steps: int, lr: float,
@@ -78,6 +92,8 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
         result.resumed_from_epoch = start_epoch
         log.info("resumed from %s at epoch %d (step %d)", checkpointer.path, start_epoch, step)
     last_good = f"{checkpointer.path} (epoch {start_epoch})" if saved else "none"
+    main = distributed.world().main
+    step_module = distributed.ddp(_Step(model, step_fn))
     for epoch in range(start_epoch, epochs):
         torch.manual_seed(seed * 100_003 + epoch)
         model.train()
@@ -90,7 +106,7 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             with autocast() if autocast else torch.autocast("cpu", enabled=False):
-                loss, metrics = step_fn(batch)
+                loss, metrics = step_module(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -107,17 +123,19 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
             n_steps += 1
             n_img = len(batch[0]) if isinstance(batch, (tuple, list)) else len(batch)
             images += n_img
-            if on_step:
+            if on_step and main:
                 on_step(n_img)
             if step % check_every == 0 or n_steps == 1:
                 _raise_if_diverged(bad_step, last_good)
         _raise_if_diverged(bad_step, last_good)
         seconds = time.perf_counter() - t0
         record = _epoch_record(epoch, step, sums, n_steps, lr_at(max(step - 1, 0)), images, seconds)
+        record = distributed.mean_over_ranks(record) | {"epoch": epoch + 1, "step": step}
+        record["images_per_s"] *= distributed.world().size  # all ranks together
         result.history.append(record)
-        if on_epoch:
+        if on_epoch and main:
             on_epoch(record)
-        if checkpointer and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+        if checkpointer and main and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
             checkpointer.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                                "step": step, "history": result.history,
                                "extra": {k: m.state_dict() for k, m in extra_state.items()}})

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline import distributed
+
 
 class NNQueue(nn.Module):
     """A ring buffer of K embeddings with their dataset indices and labels.
@@ -38,7 +40,7 @@ class NNQueue(nn.Module):
         sim = F.normalize(z.float(), dim=1) @ F.normalize(self.x.float(), dim=1).T  # [B, K]
         sim = sim.masked_fill(self.idx[None, :] == idx[:, None], -2.0)  # a sample never retrieves itself
         top_sim, top_i = sim.topk(self.topk, dim=1)
-        pick = torch.randint(self.topk, (z.shape[0], 1), device=z.device) if self.topk > 1 else \
+        pick = distributed.randint(self.topk, z.shape[0], 1, device=z.device) if self.topk > 1 else \
             torch.zeros(z.shape[0], 1, dtype=torch.long, device=z.device)
         chosen = top_i.gather(1, pick).squeeze(1)
         return self.x[chosen].clone(), self.label[chosen].clone(), top_sim.gather(1, pick).squeeze(1)

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from pipeline import distributed
 from pipeline.data.augment import random_resized_crop
 from pipeline.data.loader import DeviceImages
 from pipeline.models.heads import IDHead
@@ -109,6 +110,9 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages, objective: str, tempera
 
     Metrics: alignment (the positive's softmax mass in the first term), nn_accuracy and nn_similarity (label
     agreement and cosine of the anchor's nearest queue entry).
+
+    Under torchrun (as in the official code) the predictions are gathered with their gradients, so NNA/NNCLR
+    negatives span the global batch, and every rank pushes the gathered anchors, so all queues stay identical.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} (one of {', '.join(OBJECTIVES)})")
@@ -124,6 +128,7 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages, objective: str, tempera
         b, v = x.shape[0], len(views)
         key_sets = keys.keys(torch.cat(views[:2])) if keys else None
         pairs = [(0, 1), (1, 0)] + [(a, 2 + i) for a in (0, 1) for i in range(local_crops)]
+        offset = distributed.world().rank * b
         total = torch.zeros((), device=x.device)
         metrics: dict[str, torch.Tensor] = {}
         for h, (feats, head, queue) in enumerate(zip(refiner.pooled(torch.cat(views)), refiner.heads,
@@ -139,10 +144,11 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages, objective: str, tempera
             else:
                 nns = (nn0, queue.query(anchors[1], idx)[0])
                 loss = nna_loss if objective == "nna" else nnclr_loss
-                terms = [loss(anchors[a], nns[a], p[c], temperature) for a, c in pairs]
-                align = positive_mass(anchors[0] if objective == "nna" else nn0, nn0, p[1], temperature)
+                preds = [distributed.gather(p[c], grad=True) for c in range(v)]  # global-batch negatives
+                terms = [loss(anchors[a], nns[a], preds[c], temperature, offset) for a, c in pairs]
+                align = positive_mass(anchors[0] if objective == "nna" else nn0, nn0, preds[1], temperature, offset)
             total = total + torch.stack(terms).mean()
-            queue.push(anchors[0], idx, labels)
+            queue.push(*(distributed.gather(t) for t in (anchors[0], idx, labels)))
             metrics = {"alignment": align, "nn_accuracy": (nn_label == labels).float().mean(),
                        "nn_similarity": nn_sim.mean()}
         return total, metrics

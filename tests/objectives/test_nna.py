@@ -58,8 +58,19 @@ def test_nna_loss__batch_permutation_invariant_and_batch_one():
 def test_nna_loss__bad_inputs():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         nna_loss(torch.ones(2, 2), torch.ones(2, 2), torch.ones(2, 2), 0.0)
-    with pytest.raises(ValueError, match=r"share one \[B, D\] shape"):
+    with pytest.raises(ValueError, match=r"anchor and neighbor must be \[B, D\]"):
         nna_loss(torch.ones(2, 2), torch.ones(3, 2), torch.ones(2, 2), 0.1)
+    with pytest.raises(ValueError, match=r"offset 3"):
+        nna_loss(torch.ones(2, 2), torch.ones(2, 2), torch.ones(4, 2), 0.1, offset=3)
+
+
+def test_nna_loss__ranks_with_gathered_predictions_add_up_to_the_whole_batch():
+    # two ranks hold rows 0-2 and 3-5; each sees every prediction (the gathered batch) as negatives
+    g = torch.Generator().manual_seed(3)
+    z, q, p = (torch.randn(6, 4, generator=g) for _ in range(3))
+    for loss in (nna_loss, nnclr_loss):
+        per_rank = [loss(z[r * 3:(r + 1) * 3], q[r * 3:(r + 1) * 3], p, 0.2, offset=r * 3) for r in (0, 1)]
+        assert (sum(per_rank) / 2).item() == pytest.approx(loss(z, q, p, 0.2).item(), rel=1e-6)
 
 
 def test_nnclr_loss__swaps_the_negatives_where_nna_does_not():

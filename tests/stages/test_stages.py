@@ -62,6 +62,19 @@ def test_pretrain__resumes_after_sigkill_with_same_result(work, params):
     assert (work / "results/pretrain/mae/metrics.json").read_bytes() == reference_metrics
 
 
+def test_pretrain__two_processes_from_runtime_nproc_write_once_and_match_one(work, params):
+    run_stage("pretrain", PRETRAIN, work)
+    single = json.loads((work / "results/pretrain/mae/metrics.json").read_text())
+    params["runtime"]["nproc"] = 2
+    write_params(work / "params.yaml", params)
+    proc = run_stage("pretrain", [*PRETRAIN[:-3], "results/pretrain/mae2", *PRETRAIN[-2:]], work)
+    assert proc.stderr.count("stage pretrain@mae") == 2, "one params line per rank"
+    double = json.loads((work / "results/pretrain/mae2/metrics.json").read_text())
+    assert double["steps"] == single["steps"] and double["loss"] == pytest.approx(single["loss"], rel=1e-3)
+    assert (work / "results/pretrain/mae2/model.pt").is_file()
+    assert not (work / "results/pretrain/mae2/resume.pt").exists()
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--variant", "mea", *PRETRAIN[2:]], "params: unknown variant 'mea' (pretrain.variants has: mae, mff)"),
     ([*PRETRAIN[:2], "--data", "results/data/cifar10", *PRETRAIN[4:]],
@@ -71,6 +84,17 @@ def test_pretrain__bad_input_one_line(work, args, needle):
     proc = run_stage("pretrain", args, work, check=False)
     assert proc.returncode == 2
     assert error_lines(proc) == [f"error: {needle}"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_pretrain__two_processes_bad_input_one_line_per_rank_and_exit_2(work, params):
+    params["runtime"]["nproc"] = 2
+    write_params(work / "params.yaml", params)
+    proc = run_stage("pretrain", ["--variant", "mea", *PRETRAIN[2:]], work, check=False)
+    assert proc.returncode == 2
+    lines = error_lines(proc)
+    assert lines.count("error: params: unknown variant 'mea' (pretrain.variants has: mae, mff)") == 2
+    assert lines[-1].startswith("error: 2 of 2 processes of pipeline.stages.pretrain failed (exit codes [2]")
     assert "Traceback" not in proc.stderr
 
 
