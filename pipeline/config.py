@@ -70,9 +70,10 @@ def _check_cross_keys(params: dict) -> None:
     if isinstance(depth, int) and depth > model["depth"]:
         raise ConfigError(f"params: refine.depth={depth} is beyond the model's {model['depth']} blocks (model.depth)")
     nproc = params["runtime"]["nproc"]
-    for section in ("pretrain", "refine"):
-        if params[section]["batch_size"] % nproc:
-            raise ConfigError(f"params: {section}.batch_size={params[section]['batch_size']} is not divisible by "
+    for section, cfg in (("pretrain", pretrain), ("refine", params["refine"]),
+                         ("evaluate.finetune", params["evaluate"]["finetune"])):
+        if cfg["batch_size"] % nproc:
+            raise ConfigError(f"params: {section}.batch_size={cfg['batch_size']} is not divisible by "
                               f"runtime.nproc={nproc} (each process takes an equal slice of the global batch)")
     reserved = set(pretrain["variants"]) | {"baselines", "random-init", "pixels"}
     for name, refined in params["refine"]["variants"].items():

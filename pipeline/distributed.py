@@ -70,8 +70,8 @@ def shard(batch: torch.Tensor) -> torch.Tensor:
 
 def rand(b: int, *shape: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     """torch.rand for this rank's b rows: its slice of one draw of b * world rows (same per-sample randomness for
-    any number of processes)."""
-    w = _WORLD
+    any number of processes). A draw from an explicit `generator` is the caller's own and is not sliced."""
+    w = _WORLD if generator is None else World()
     full = torch.rand(b * w.size, *shape, device=device, generator=generator)
     return full[w.rank * b:(w.rank + 1) * b]
 
@@ -79,7 +79,7 @@ def rand(b: int, *shape: int, device: torch.device, generator: torch.Generator |
 def randint(high: int, b: int, *shape: int, device: torch.device,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """torch.randint for this rank's b rows, drawn like `rand`."""
-    w = _WORLD
+    w = _WORLD if generator is None else World()
     full = torch.randint(high, (b * w.size, *shape), device=device, generator=generator)
     return full[w.rank * b:(w.rank + 1) * b]
 

@@ -31,10 +31,12 @@ class DeviceImages:
         """Normalized float images [B, C, H, W] at the indices `idx`."""
         return (self.images[idx].float() - self.mean) / self.std
 
-    def batches(self, batch_size: int):
-        """Yield (images, labels) in order, the last batch possibly smaller (for feature extraction)."""
-        for start in range(0, len(self), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(self)), device=self.images.device)
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None):
+        """Yield (images, labels) of rows start..stop in order, the last batch possibly smaller (feature
+        extraction)."""
+        stop = len(self) if stop is None else stop
+        for lo in range(start, stop, batch_size):
+            idx = torch.arange(lo, min(lo + batch_size, stop), device=self.images.device)
             yield self.batch(idx), self.labels[idx]
 
 

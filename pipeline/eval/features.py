@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from pipeline import distributed
 from pipeline.data.loader import DeviceImages
 from pipeline.models.vit import POOLS, ViTEncoder, pool_tokens
 
@@ -37,14 +38,27 @@ def block_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int, dty
 
 @torch.no_grad()
 def pooled_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int,
-                    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-                    ) -> dict[str, torch.Tensor]:
-    """The encoder's final, normed output pooled as cls and mean-patch: {pool: [N, D]} float32."""
+                    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                    sharded: bool = False) -> dict[str, torch.Tensor]:
+    """The encoder's final, normed output pooled as cls and mean-patch: {pool: [N, D]} float32.
+
+    sharded: under torchrun, each rank embeds a contiguous 1/world of the rows and every rank receives all of
+        them (every rank must call it then).
+    """
     encoder.eval()
+    n, w = len(data), distributed.world()
+    per = -(-n // w.size) if sharded else n
+    lo, hi = (min(w.rank * per, n), min((w.rank + 1) * per, n)) if sharded else (0, n)
     out: dict[str, list[torch.Tensor]] = {p: [] for p in POOLS}
-    for images, _ in data.batches(batch_size):
+    for images, _ in data.batches(batch_size, lo, hi):
         with autocast():
             tokens = encoder.forward_features(images)
         for p in POOLS:
             out[p].append(pool_tokens(tokens, p).float())
-    return {p: torch.cat(v) for p, v in out.items()}
+    feats = {p: torch.cat(v) if v else torch.empty(0, encoder.embed_dim, device=data.images.device)
+             for p, v in out.items()}
+    if not sharded or w.size == 1:
+        return feats
+    # all_gather needs equal sizes: only the last ranks' shards are short, so the padding ends up after row n
+    return {p: distributed.gather(torch.cat([f, f.new_zeros(per - f.shape[0], f.shape[1])]))[:n]
+            for p, f in feats.items()}

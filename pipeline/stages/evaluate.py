@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+from pipeline import distributed
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import DeviceImages, device_splits, epoch_order
 from pipeline.data.prepared import load_prepared
@@ -30,7 +31,8 @@ from pipeline.train.schedules import warmup_cosine
 log = logging.getLogger(__name__)
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
-PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "evaluate")
+PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "runtime.nproc",
+          "evaluate")
 
 
 def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_classes: int, cfg: dict, seed: int,
@@ -74,28 +76,34 @@ def main(argv: list[str] | None = None) -> None:
     data = load_prepared(args.data)
     splits = device_splits(data, device)
     encoder.to(device)
-    feats = {s: pooled_features(encoder, d, cfg["batch_size"], lambda: rt.autocast(device, run_cfg["precision"]))
-             for s, d in splits.items()}
-    result = frozen_protocols(feats, {s: d.labels for s, d in splits.items()}, data.fewshot, data.num_classes, cfg,
-                              p["seed"])
-    geo = cfg["geometry"]
+    # under torchrun every rank embeds a shard and fine-tunes; rank 0 runs the frozen protocols and writes
+    main = distributed.world().main
+    feats = {s: pooled_features(encoder, d, cfg["batch_size"], lambda: rt.autocast(device, run_cfg["precision"]),
+                                sharded=True) for s, d in splits.items()}
+    result: dict = {}
+    if main:
+        result = frozen_protocols(feats, {s: d.labels for s, d in splits.items()}, data.fewshot, data.num_classes,
+                                  cfg, p["seed"])
+        geo = cfg["geometry"]
 
-    def embed(images: torch.Tensor) -> torch.Tensor:
-        with rt.autocast(device, run_cfg["precision"]):
-            return pool_tokens(encoder.forward_features(images), cfg["feature"])
+        def embed(images: torch.Tensor) -> torch.Tensor:
+            with rt.autocast(device, run_cfg["precision"]):
+                return pool_tokens(encoder.forward_features(images), cfg["feature"])
 
-    result["geometry"], spectrum = collapse_analysis(embed, splits["val"], geo["images"], geo["crop_scale_min"],
-                                                     cfg["batch_size"], p["seed"])
-    write_text(args.plots / "spectrum" / f"{args.variant}.csv", records_csv(spectrum))
+        result["geometry"], spectrum = collapse_analysis(embed, splits["val"], geo["images"], geo["crop_scale_min"],
+                                                         cfg["batch_size"], p["seed"])
+        write_text(args.plots / "spectrum" / f"{args.variant}.csv", records_csv(spectrum))
     if cfg["finetune"]["epochs"] > 0:
         resume = Checkpointer(args.out / "resume-finetune.pt",
                               fingerprint(p, data.card["sha256"], ckpt["arch"], hash_state(ckpt["encoder"])))
         result["finetune"] = finetune(ckpt["arch"], ckpt["encoder"], splits, data.num_classes, cfg["finetune"],
                                       p["seed"], device, run_cfg["precision"], resume)
+    if not main:
+        return
     write_json(args.out / "details.json", result)
     write_json(args.out / "metrics.json", flat_metrics(result))
     log.info("%s: %s", args.variant, flat_metrics(result))
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run(main, distributed=True))

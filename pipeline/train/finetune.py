@@ -18,6 +18,7 @@ class Classifier(nn.Module):
     def __init__(self, encoder: ViTEncoder, num_classes: int):
         super().__init__()
         self.encoder = encoder
+        encoder.norm.requires_grad_(False)  # global pooling + fc_norm replace the final norm (MAE drops it)
         self.fc_norm = nn.LayerNorm(encoder.embed_dim, eps=1e-6)
         self.head = nn.Linear(encoder.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=2e-5)

@@ -87,6 +87,24 @@ def test_pretrain__bad_input_one_line(work, args, needle):
     assert "Traceback" not in proc.stderr
 
 
+def test_evaluate__two_processes_shard_features_and_fine_tune_with_the_same_metrics(work, params):
+    params["evaluate"]["finetune"].update(epochs=1, warmup_epochs=0, batch_size=128)
+    params["evaluate"]["linear"].update(epochs=2)
+    write_params(work / "params.yaml", params)
+    run_stage("pretrain", PRETRAIN, work)
+    args = ["--variant", "mae", "--data", "results/data/digits", "--model", "results/pretrain/mae/model.pt",
+            "--plots", "results/plots", "--out"]
+    run_stage("evaluate", [*args, "results/evaluate/one"], work)
+    params["runtime"]["nproc"] = 2
+    write_params(work / "params.yaml", params)
+    run_stage("evaluate", [*args, "results/evaluate/two"], work)
+    one, two = (json.loads((work / f"results/evaluate/{n}/metrics.json").read_text()) for n in ("one", "two"))
+    assert set(one) == set(two)
+    frozen = {k: v for k, v in one.items() if k != "finetune"}  # gathered features are the same features
+    assert {k: two[k] for k in frozen} == pytest.approx(frozen, abs=2e-3)
+    assert two["finetune"] == pytest.approx(one["finetune"], abs=0.1)  # DDP fine-tune, per-rank mixup pairs
+
+
 def test_pretrain__two_processes_bad_input_one_line_per_rank_and_exit_2(work, params):
     params["runtime"]["nproc"] = 2
     write_params(work / "params.yaml", params)

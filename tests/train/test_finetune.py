@@ -20,7 +20,7 @@ def test_layer_decay_groups__scales_by_depth():
     assert scale[id(model.encoder.blocks[0].attn.qkv.weight)] == 0.5 ** 3     # block 0 -> layer 1
     assert scale[id(model.encoder.patch_embed.proj.weight)] == 0.5 ** 4       # embeddings -> layer 0
     assert wd[id(model.encoder.blocks[0].norm1.weight)] == 0.0 and wd[id(model.head.weight)] == 0.05
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
 
 
 @pytest.mark.parametrize("mixup, cutmix", [(0.0, 0.0), (0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
