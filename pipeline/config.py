@@ -58,6 +58,12 @@ def validate(params: Any) -> None:
 
 def _check_cross_keys(params: dict) -> None:
     model, pretrain = params["model"], params["pretrain"]
+    data = params["data"]
+    if data["stream"] and data["dataset"] != "imagefolder":
+        raise ConfigError(f"params: data.stream=true streams an ImageFolder tree; it needs data.dataset=imagefolder "
+                          f"(got {data['dataset']!r})")
+    if data["stream"] and not data["root"]:
+        raise ConfigError("params: data.stream=true needs data.root (a folder with train/ and val/ class subfolders)")
     for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
         if model[width] % model[heads]:
             raise ConfigError(f"params: model.{width}={model[width]} is not divisible by model.{heads}={model[heads]}")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple
 
 import torch
 from dvclive import Live
@@ -12,6 +14,7 @@ from pipeline import distributed
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import DeviceImages, epoch_order
 from pipeline.data.prepared import load_prepared
+from pipeline.data.stream import device_batches, mae_transform, open_stream, read_card, stream_loader
 from pipeline.errors import ConfigError
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.models.vit import ViTEncoder
@@ -20,7 +23,7 @@ from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_pa
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, save_checkpoint
 from pipeline.train.loop import fit
-from pipeline.train.mae_step import mae_step_fn
+from pipeline.train.mae_step import loader_images, mae_step_fn
 from pipeline.train.optim import adamw
 from pipeline.train.schedules import warmup_cosine
 
@@ -33,7 +36,37 @@ PARAMS = (
     "pretrain.mask_ratio", "pretrain.norm_pix_loss", "pretrain.epochs", "pretrain.warmup_epochs",
     "pretrain.batch_size", "pretrain.blr", "pretrain.min_lr", "pretrain.weight_decay", "pretrain.beta1",
     "pretrain.beta2", "pretrain.crop_scale_min", "pretrain.hflip", "pretrain.checkpoint_every",
+    "data.stream", "data.root", "data.workers", "data.val_size",  # the stream reads root/train less the val hold-out
 )
+
+
+class TrainData(NamedTuple):
+    """Where the training batches come from: the card, the image count, the step's data (arrays or a fetch),
+    epoch -> batches, and what identifies the data in the resume fingerprint."""
+
+    card: dict
+    size: int
+    source: Any
+    batches: Callable[[int], Iterable]
+    tag: Any
+
+
+def train_data(p: dict, data_dir: Path, device: torch.device) -> TrainData:
+    """The prepared train arrays on the device, or with data.stream the root/train folder through DataLoader
+    workers (ImageNet does not fit on the device; the later stages still read the prepared arrays)."""
+    d, pre, seed, bs = p["data"], p["pretrain"], p["seed"], p["pretrain"]["batch_size"]
+    if d["stream"]:
+        card = read_card(data_dir)  # the arrays are not needed here, and at ImageNet scale they are large
+        transform = mae_transform(card["shape"][0], pre["crop_scale_min"], pre["hflip"], card["mean"], card["std"])
+        images, digest = open_stream(d["root"], card, d["val_size"], seed, transform)
+        loader = stream_loader(images, bs, d["workers"], seed, device)
+        log.info("streaming %d images of %s through %d workers", len(images), images.folder.root, d["workers"])
+        return TrainData(card, len(images), loader_images, lambda e: device_batches(loader, e, device),
+                         [card["sha256"], digest])
+    data = load_prepared(data_dir)
+    train = DeviceImages(data.x["train"], data.y["train"], data.card["mean"], data.card["std"], device)
+    return TrainData(data.card, len(train), train, lambda e: epoch_order(len(train), bs, seed, e, device),
+                     data.card["sha256"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,9 +83,8 @@ def main(argv: list[str] | None = None) -> None:
 
     device = rt.setup_runtime(run_cfg, p["seed"])
     main = distributed.world().main
-    data = load_prepared(args.data)
-    train = DeviceImages(data.x["train"], data.y["train"], data.card["mean"], data.card["std"], device)
-    c, h, w = data.image_shape
+    train = train_data(p, args.data, device)
+    h, w, c = train.card["shape"]
     encoder = ViTEncoder(h, model_cfg["patch_size"], c, model_cfg["embed_dim"], model_cfg["depth"],
                          model_cfg["num_heads"], model_cfg["mlp_ratio"])
     model = MaskedAutoencoder(encoder, model_cfg["decoder_embed_dim"], model_cfg["decoder_depth"],
@@ -61,17 +93,19 @@ def main(argv: list[str] | None = None) -> None:
     forward = torch.compile(model) if rt.use_compile(device, run_cfg["compile"]) else model
 
     bs = pre["batch_size"]
-    steps_per_epoch = len(train) // bs
+    steps_per_epoch = train.size // bs
     if steps_per_epoch == 0:
-        raise ConfigError(f"params: pretrain.batch_size={bs} exceeds the {len(train)} training images")
+        raise ConfigError(f"params: pretrain.batch_size={bs} exceeds the {train.size} training images")
     lr = pre["blr"] * bs / 256
     total, warmup = pre["epochs"] * steps_per_epoch, pre["warmup_epochs"] * steps_per_epoch
     log.info("lr %.3g (blr %.3g x batch %d / 256), %d steps/epoch, device %s", lr, pre["blr"], bs,
              steps_per_epoch, device)
     optimizer = adamw(model, pre["weight_decay"], (pre["beta1"], pre["beta2"]), device)
-    step_fn = mae_step_fn(model, forward, train, pre["mask_ratio"], pre["norm_pix_loss"], pre["crop_scale_min"],
-                          pre["hflip"])
-    ckpt = Checkpointer(args.out / "resume.pt", fingerprint(p, args.variant, data.card["sha256"]))
+    step_fn = mae_step_fn(model, forward, train.source, pre["mask_ratio"], pre["norm_pix_loss"],
+                          pre["crop_scale_min"], pre["hflip"])
+    # batches do not depend on the worker count, so a killed run may resume with another
+    same_run = {**p, "data": {k: v for k, v in p["data"].items() if k != "workers"}}
+    ckpt = Checkpointer(args.out / "resume.pt", fingerprint(same_run, args.variant, train.tag))
 
     # DVCLive must neither edit dvc.yaml nor save an experiment (reference/pipeline.md 2.4)
     live = Live(dir=str(args.out / "live"), resume=ckpt.path.exists(), dvcyaml=False, save_dvc_exp=False,
@@ -88,10 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     # the bar is closed on any exit, so an error line starts on a line of its own
     with tqdm(total=total * bs, unit="img", desc=f"pretrain {args.variant}", mininterval=2, file=sys.stderr,
               disable=not main) as bar:
-        result = fit(model, step_fn,
-                     lambda epoch: epoch_order(len(train), bs, p["seed"], epoch, device),
-                     optimizer, lambda s: warmup_cosine(s, total, warmup, lr, pre["min_lr"]), pre["epochs"],
-                     p["seed"], checkpointer=ckpt, checkpoint_every=pre["checkpoint_every"],
+        result = fit(model, step_fn, train.batches, optimizer,
+                     lambda s: warmup_cosine(s, total, warmup, lr, pre["min_lr"]), pre["epochs"], p["seed"],
+                     checkpointer=ckpt, checkpoint_every=pre["checkpoint_every"],
                      autocast=lambda: rt.autocast(device, run_cfg["precision"]), on_step=bar.update,
                      on_epoch=on_epoch)
     if not main:  # rank 0 writes every output

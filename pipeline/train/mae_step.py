@@ -1,7 +1,11 @@
-"""The MAE/MFF pretraining step: augment on the device, mask, reconstruct, score masked patches."""
+"""The MAE/MFF pretraining step: fetch augmented images, mask, reconstruct, score masked patches.
+
+Images come either from arrays on the device (crops drawn here, on the device) or from the stream's DataLoader
+(crops drawn by its workers); a `fetch` callable turns a batch of either kind into images.
+"""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -11,22 +15,41 @@ from pipeline.data.loader import DeviceImages
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.objectives.mae import reconstruction_loss
 
+Fetch = Callable[[Any], torch.Tensor]
 
-def mae_step_fn(model: MaskedAutoencoder, forward: nn.Module | Callable, data: DeviceImages, mask_ratio: float,
-                norm_pix: bool, crop_scale_min: float, hflip: bool
-                ) -> Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """Build step_fn(indices [B]) -> (loss, metrics) for the training loop.
+
+def device_crops(data: DeviceImages, crop_scale_min: float, hflip: bool) -> Fetch:
+    """fetch(indices [B]) -> images [B, C, H, W] of `data`, RandomResizedCrop'd (scale (min, 1)) and flipped."""
+    def fetch(idx: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return random_resized_crop(data.batch(idx), (crop_scale_min, 1.0), hflip=hflip)
+
+    return fetch
+
+
+def loader_images(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """fetch((images, labels)) -> images: the stream's workers have already augmented them."""
+    return batch[0]
+
+
+def mae_step_fn(model: MaskedAutoencoder, forward: nn.Module | Callable, data: DeviceImages | Fetch,
+                mask_ratio: float, norm_pix: bool, crop_scale_min: float, hflip: bool
+                ) -> Callable[[Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Build step_fn(batch) -> (loss, metrics) for the training loop.
 
     Args:
         model: the MAE (for patchify and the fusion weights).
         forward: what runs the forward pass: `model` itself or its torch.compile'd twin.
-        data: the train split on the device.
+        data: the train split on the device (a batch is indices [B]), or a fetch callable batch -> augmented
+            images (`loader_images` for the stream, whose batches are (images, labels)).
         mask_ratio, norm_pix: MAE masking and target normalization.
-        crop_scale_min, hflip: RandomResizedCrop scale (min, 1) and flips.
+        crop_scale_min, hflip: RandomResizedCrop scale (min, 1) and flips of the device crops (a fetch callable
+            brings its own augmentation).
     """
-    def step(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.no_grad():
-            imgs = random_resized_crop(data.batch(idx), (crop_scale_min, 1.0), hflip=hflip)
+    fetch = device_crops(data, crop_scale_min, hflip) if isinstance(data, DeviceImages) else data
+
+    def step(batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        imgs = fetch(batch)
         pred, mask = forward(imgs, mask_ratio)
         loss = reconstruction_loss(model.patchify(imgs), pred, mask, norm_pix)
         metrics = {}
