@@ -24,7 +24,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 class Source:
     """A dataset as loaded: images [N, H, W, C] uint8, labels [N] int64, class names."""
 
-    x_train: np.ndarray
+    x_train: np.ndarray  # or a FolderImages, decoded row by row when indexed
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
@@ -124,28 +124,49 @@ def _torchvision_cifar(name: str, root: str | None) -> Source:
                                np.asarray(te.targets, np.int64), tuple(tr.classes), f"{name}:{where}"))
 
 
-def _read_folder(split_dir: Path, classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
+class FolderImages:
+    """The images of a folder tree as a lazy [N, size, size, 3] uint8 array: indexing decodes only the rows asked
+    for, so prepare reads the val hold-out and the train_limit subset of ImageNet, never all 1.28M images."""
 
-    xs, ys = [], []
+    ndim, dtype = 4, np.dtype(np.uint8)
+
+    def __init__(self, files: list[Path], size: int):
+        self.files, self.size = files, size
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), self.size, self.size, 3)
+
+    def __getitem__(self, idx: np.ndarray | slice) -> np.ndarray:
+        picked = self.files[idx] if isinstance(idx, slice) else [self.files[i] for i in np.asarray(idx)]
+        return np.stack([self._decode(p) for p in picked]) if picked else np.zeros((0, *self.shape[1:]), np.uint8)
+
+    def _decode(self, path: Path) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            scale = self.size / min(im.size)  # resize the shorter side, then center-crop
+            im = im.resize((max(self.size, round(im.width * scale)), max(self.size, round(im.height * scale))),
+                           Image.BICUBIC)
+            left, top = (im.width - self.size) // 2, (im.height - self.size) // 2
+            return np.asarray(im.crop((left, top, left + self.size, top + self.size)), dtype=np.uint8)
+
+
+def _read_folder(split_dir: Path, classes: list[str], size: int) -> tuple[FolderImages, np.ndarray]:
+    files, ys = [], []
     for label, cls in enumerate(classes):
-        files = sorted(p for p in (split_dir / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
+        found = sorted(p for p in (split_dir / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
             raise DataError(f"imagefolder: class folder {split_dir / cls} holds no images")
-        for p in files:
-            with Image.open(p) as im:
-                im = im.convert("RGB")
-                scale = size / min(im.size)  # resize the shorter side, then center-crop
-                im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))),
-                               Image.BICUBIC)
-                left, top = (im.width - size) // 2, (im.height - size) // 2
-                xs.append(np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8))
-            ys.append(label)
-    return np.stack(xs), np.asarray(ys, np.int64)
+        files += found
+        ys += [label] * len(found)
+    return FolderImages(files, size), np.asarray(ys, np.int64)
 
 
 def load_imagefolder(root: str | None, image_size: int = 64) -> Source:
-    """An ImageNet-layout tree root/{train,val}/<class>/<image>, resized and center-cropped to `image_size`."""
+    """An ImageNet-layout tree root/{train,val}/<class>/<image>, resized and center-cropped to `image_size` when
+    its rows are read (lazily: see FolderImages)."""
     if not root:
         raise DataError("imagefolder: set data.root to a folder with train/ and val/ class subfolders")
     base = Path(root)

@@ -12,7 +12,8 @@ from pipeline.stages.runner import load_stage_params, run, stage_parser
 log = logging.getLogger(__name__)
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
-PARAMS = ("seed", "data")
+PARAMS = ("seed", "data.dataset", "data.root", "data.image_size", "data.val_size", "data.train_limit",
+          "data.test_limit", "data.fewshot_shots", "data.fewshot_seeds")  # not data.stream/workers: how pretrain reads
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -71,3 +71,24 @@ def test_load_imagefolder__empty_class(tmp_path):
     Image.new("RGB", (30, 40)).save(tmp_path / "train" / "dog" / "b.jpg")
     src = load_imagefolder(str(tmp_path), 16)
     assert src.x_train.shape == (2, 16, 16, 3) and src.classes == ("cat", "dog")
+
+
+def test_load_imagefolder__decodes_only_the_rows_asked_for(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pipeline.data.sources import FolderImages
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 30), (60 * i, 20, 30)).save(tmp_path / split / cls / f"{i}.png")
+    (tmp_path / "train" / "dog" / "2.png").write_bytes(b"not an image")  # never read unless asked for
+    src = load_imagefolder(str(tmp_path), 16)
+    decoded = []
+    real = FolderImages._decode
+    monkeypatch.setattr(FolderImages, "_decode", lambda self, p: decoded.append(p.name) or real(self, p))
+    rows = src.x_train[np.array([0, 4])]
+    assert rows.shape == (2, 16, 16, 3) and rows.dtype == np.uint8 and decoded == ["0.png", "1.png"]
+    assert rows[0, 8, 8, 0] == 0 and src.x_train[np.array([1])][0, 8, 8, 0] == 60
+    assert src.y_train.tolist() == [0, 0, 0, 1, 1, 1] and src.x_test[:].shape == (6, 16, 16, 3)
