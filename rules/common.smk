@@ -99,5 +99,9 @@ def stage_log(name):
 
 
 def stage_gpus(name):
-    """One GPU for the stages that run a model when the device is not the CPU (the workflow profile caps the sum)."""
-    return 0 if PARAMS["runtime"]["device"] == "cpu" or name in ("prepare", "report") else 1
+    """GPUs of a job when the device is not the CPU: runtime.nproc for the stages that run under torchrun (they
+    declare the key), one for the other model stages, none for prepare and report. The default workflow profile
+    caps the sum (one GPU job at a time locally); SLURM jobs ask for this many GPUs each."""
+    if PARAMS["runtime"]["device"] == "cpu" or name in ("prepare", "report"):
+        return 0
+    return PARAMS["runtime"]["nproc"] if "runtime.nproc" in STAGES[name].params else 1
