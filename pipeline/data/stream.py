@@ -182,7 +182,7 @@ class SeededImages(Dataset):
     def __len__(self) -> int:
         return len(self.keep)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int, int]:
         epoch, index = key
         path, label = self.folder.samples[self.keep[index]]
         try:
@@ -191,7 +191,7 @@ class SeededImages(Dataset):
             raise DataError(f"imagefolder: cannot decode {path} ({type(err).__name__})") from None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index))
-            return self.transform(image), label
+            return self.transform(image), label, index  # the index: NN queues never return a sample's own entry
 
 
 class EpochBatchSampler(Sampler):
@@ -223,7 +223,7 @@ def stream_loader(dataset: SeededImages, batch_size: int, workers: int, seed: in
     epoch order of `EpochBatchSampler` (`batch_size` is the global batch).
 
     Returns:
-        A loader yielding (images [B, C, H, W] or a list of views, labels [B]); see `device_batches`.
+        A loader yielding (images [B, C, H, W] or a list of views, labels [B], indices [B]); see `device_batches`.
     """
     # the loader draws a base seed per iterator (per epoch without workers, once with persistent ones); its own
     # generator keeps those draws off the global RNG that the loop's masks use. Samples are seeded by key anyway.
@@ -232,20 +232,22 @@ def stream_loader(dataset: SeededImages, batch_size: int, workers: int, seed: in
                       generator=torch.Generator().manual_seed(seed))
 
 
-def device_batches(loader: DataLoader, epoch: int, device: torch.device) -> Iterator[tuple[Any, torch.Tensor]]:
-    """Yield the batches of `epoch` as (images, labels) on `device`, copied without blocking the host.
+def device_batches(loader: DataLoader, epoch: int, device: torch.device
+                   ) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
+    """Yield the batches of `epoch` as (images or a list of views, labels, indices) on `device`, copied without
+    blocking the host.
 
     Raises:
         DataError: a worker could not read an image (its one line, without the worker's traceback).
     """
     loader.batch_sampler.set_epoch(epoch)
     try:
-        for images, labels in loader:
+        for images, labels, idx in loader:
             if isinstance(images, list):
                 images = [v.to(device, non_blocking=True) for v in images]
             else:
                 images = images.to(device, non_blocking=True)
-            yield images, labels.to(device, non_blocking=True)
+            yield images, labels.to(device, non_blocking=True), idx.to(device, non_blocking=True)
     except DataError as err:  # a worker's error arrives wrapped in its traceback: keep the line it raised
         raise DataError(str(err).strip().splitlines()[-1].removeprefix("pipeline.errors.DataError: ")) from None
 

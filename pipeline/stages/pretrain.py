@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
 
 import torch
 from dvclive import Live
@@ -12,9 +10,8 @@ from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.atomic import write_json, write_text
-from pipeline.data.loader import DeviceImages, epoch_order
-from pipeline.data.prepared import load_prepared
-from pipeline.data.stream import device_batches, mae_transform, open_stream, read_card, stream_loader
+from pipeline.data.stream import mae_transform
+from pipeline.data.train_source import train_source
 from pipeline.errors import ConfigError
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.models.vit import ViTEncoder
@@ -40,35 +37,6 @@ PARAMS = (
 )
 
 
-class TrainData(NamedTuple):
-    """Where the training batches come from: the card, the image count, the step's data (arrays or a fetch),
-    epoch -> batches, and what identifies the data in the resume fingerprint."""
-
-    card: dict
-    size: int
-    source: Any
-    batches: Callable[[int], Iterable]
-    tag: Any
-
-
-def train_data(p: dict, data_dir: Path, device: torch.device) -> TrainData:
-    """The prepared train arrays on the device, or with data.stream the root/train folder through DataLoader
-    workers (ImageNet does not fit on the device; the later stages still read the prepared arrays)."""
-    d, pre, seed, bs = p["data"], p["pretrain"], p["seed"], p["pretrain"]["batch_size"]
-    if d["stream"]:
-        card = read_card(data_dir)  # the arrays are not needed here, and at ImageNet scale they are large
-        transform = mae_transform(card["shape"][0], pre["crop_scale_min"], pre["hflip"], card["mean"], card["std"])
-        images, digest = open_stream(d["root"], card, d["val_size"], seed, transform)
-        loader = stream_loader(images, bs, d["workers"], seed, device)
-        log.info("streaming %d images of %s through %d workers", len(images), images.folder.root, d["workers"])
-        return TrainData(card, len(images), loader_images, lambda e: device_batches(loader, e, device),
-                         [card["sha256"], digest])
-    data = load_prepared(data_dir)
-    train = DeviceImages(data.x["train"], data.y["train"], data.card["mean"], data.card["std"], device)
-    return TrainData(data.card, len(train), train, lambda e: epoch_order(len(train), bs, seed, e, device),
-                     data.card["sha256"])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("pretrain", __doc__, True, {
         "data": "results/data/<dataset>",
@@ -83,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
 
     device = rt.setup_runtime(run_cfg, p["seed"])
     main = distributed.world().main
-    train = train_data(p, args.data, device)
+    d, seed = p["data"], p["seed"]
+    train = train_source(d, args.data, seed, pre["batch_size"], device, lambda card: mae_transform(
+        card["shape"][0], pre["crop_scale_min"], pre["hflip"], card["mean"], card["std"]))
     h, w, c = train.card["shape"]
     encoder = ViTEncoder(h, model_cfg["patch_size"], c, model_cfg["embed_dim"], model_cfg["depth"],
                          model_cfg["num_heads"], model_cfg["mlp_ratio"])
@@ -101,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("lr %.3g (blr %.3g x batch %d / 256), %d steps/epoch, device %s", lr, pre["blr"], bs,
              steps_per_epoch, device)
     optimizer = adamw(model, pre["weight_decay"], (pre["beta1"], pre["beta2"]), device)
-    step_fn = mae_step_fn(model, forward, train.source, pre["mask_ratio"], pre["norm_pix_loss"],
+    step_fn = mae_step_fn(model, forward, train.arrays or loader_images, pre["mask_ratio"], pre["norm_pix_loss"],
                           pre["crop_scale_min"], pre["hflip"])
     # batches do not depend on the worker count, so a killed run may resume with another
     same_run = {**p, "data": {k: v for k, v in p["data"].items() if k != "workers"}}

@@ -15,9 +15,11 @@ from dvclive import Live
 
 from pipeline import distributed
 from pipeline.atomic import write_json, write_text
-from pipeline.data.loader import DeviceImages, epoch_order
+from pipeline.data.loader import DeviceImages
 from pipeline.data.prepared import load_prepared
 from pipeline.data.splits import stratified_subset
+from pipeline.data.stream import multiview_transform
+from pipeline.data.train_source import train_source
 from pipeline.errors import ConfigError
 from pipeline.eval.features import pooled_features
 from pipeline.eval.knn import knn_accuracy
@@ -30,7 +32,14 @@ from pipeline.train.finetune import layer_of
 from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
 from pipeline.train.queue import EMA
-from pipeline.train.refine_step import MOMENTUM_OBJECTIVES, MomentumKeys, Refiner, head_blocks, refine_step_fn
+from pipeline.train.refine_step import (
+    MOMENTUM_OBJECTIVES,
+    MomentumKeys,
+    Refiner,
+    head_blocks,
+    loader_views,
+    refine_step_fn,
+)
 from pipeline.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,7 @@ PARAMS = (
     "refine.topk", "refine.proj_hidden", "refine.proj_out", "refine.pred_hidden", "refine.global_scale_min",
     "refine.local_crops", "refine.local_scale", "refine.ema", "refine.moco_momentum", "refine.mochi",
     "refine.checkpoint_every", "refine.monitor_bank", "refine.monitor_val",
+    "data.stream", "data.root", "data.workers", "data.val_size",  # the stream reads root/train less the val hold-out
 )
 
 
@@ -81,20 +91,24 @@ def main(argv: list[str] | None = None) -> None:
     keys = MomentumKeys(refiner, cfg["moco_momentum"]) if objective in MOMENTUM_OBJECTIVES else None
     mixing = Mixing(**cfg["mochi"]) if objective == "mochi" else None
 
-    data = load_prepared(args.data)
+    data = load_prepared(args.data)  # the k-NN monitor reads the arrays on the stream path too
     stats = (data.card["mean"], data.card["std"], device)
-    train = DeviceImages(data.x["train"], data.y["train"], *stats)
-    mon_bank = stratified_subset(data.y["train"], min(cfg["monitor_bank"], len(train)), seed)
+    bs = cfg["batch_size"]
+    train = train_source(p["data"], args.data, seed, bs, device, lambda card: multiview_transform(
+        card["shape"][0], card["shape"][0], cfg["local_crops"], cfg["global_scale_min"], cfg["local_scale"],
+        card["mean"], card["std"]), data)
+    mon_bank = stratified_subset(data.y["train"], min(cfg["monitor_bank"], data.y["train"].size), seed)
     mon_val = stratified_subset(data.y["val"], min(cfg["monitor_val"], data.y["val"].size), seed)
     monitor = (DeviceImages(data.x["train"][mon_bank], data.y["train"][mon_bank], *stats),
                DeviceImages(data.x["val"][mon_val], data.y["val"][mon_val], *stats))
-    bs = cfg["batch_size"]
-    steps = len(train) // bs
+    steps = train.size // bs
     if steps == 0:
-        raise ConfigError(f"params: refine.batch_size={bs} exceeds the {len(train)} training images")
-    step_fn = refine_step_fn(refiner, train, objective, cfg["temperature"], cfg["global_scale_min"],
-                             cfg["local_crops"], tuple(cfg["local_scale"]), keys, mixing)
-    tag = fingerprint(p, args.variant, data.card["sha256"], ckpt["arch"], depth)
+        raise ConfigError(f"params: refine.batch_size={bs} exceeds the {train.size} training images")
+    step_fn = refine_step_fn(refiner, train.arrays or loader_views, objective, cfg["temperature"],
+                             cfg["global_scale_min"], cfg["local_crops"], tuple(cfg["local_scale"]), keys, mixing)
+    # batches do not depend on the worker count, so a killed run may resume with another
+    same_run = {**p, "data": {k: v for k, v in p["data"].items() if k != "workers"}}
+    tag = fingerprint(same_run, args.variant, train.tag, ckpt["arch"], depth)
     live = Live(dir=str(args.out / "live"), resume=any(args.out.glob("resume-*.pt")), dvcyaml=False,
                 save_dvc_exp=False, report=None) if distributed.world().main else None
 
@@ -129,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                 g["weight_decay"] = cfg["head_weight_decay"]
         opt = torch.optim.AdamW(groups, lr=0.0, betas=(cfg["beta1"], cfg["beta2"]), fused=device.type == "cuda")
         lr, warm = blr * bs / 256, min(cfg["warmup_epochs"], epochs - 1) * steps
-        result = fit(refiner, step_fn, lambda e: epoch_order(len(train), bs, seed, e, device), opt,
+        result = fit(refiner, step_fn, train.batches, opt,
                      lambda s: warmup_cosine(s, epochs * steps, warm, lr, 1.0e-6), epochs, seed,
                      checkpointer=Checkpointer(args.out / f"resume-{name}.pt", f"{tag}-{name}"),
                      checkpoint_every=cfg["checkpoint_every"], on_epoch=on_epoch,

@@ -121,7 +121,7 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
                 sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
             step += 1
             n_steps += 1
-            n_img = len(batch[0]) if isinstance(batch, (tuple, list)) else len(batch)
+            n_img = len(batch[-1]) if isinstance(batch, (tuple, list)) else len(batch)  # tuples end per sample
             images += n_img
             if on_step and main:
                 on_step(n_img)

@@ -27,8 +27,8 @@ def device_crops(data: DeviceImages, crop_scale_min: float, hflip: bool) -> Fetc
     return fetch
 
 
-def loader_images(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """fetch((images, labels)) -> images: the stream's workers have already augmented them."""
+def loader_images(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """fetch((images, labels, indices)) -> images: the stream's workers have already augmented them."""
     return batch[0]
 
 

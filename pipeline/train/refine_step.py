@@ -97,11 +97,37 @@ class MomentumKeys(nn.Module):
         return [proj(f) for proj, f in zip(self.projectors.module, feats)]
 
 
-def refine_step_fn(refiner: Refiner, data: DeviceImages, objective: str, temperature: float,
-                   global_scale_min: float, local_crops: int, local_scale: tuple[float, float],
+Views = tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]  # (views [B, C, H, W] each, labels [B], indices [B])
+
+
+def device_views(data: DeviceImages, global_scale_min: float, local_crops: int, local_scale: tuple[float, float]
+                 ) -> Callable[[torch.Tensor], Views]:
+    """fetch(indices) -> views of arrays on the device: two global RandomResizedCrops (scale (min, 1)) and
+    `local_crops` small ones (`local_scale`), resized to the input size (one token grid for all views)."""
+    def fetch(idx: torch.Tensor) -> Views:
+        with torch.no_grad():
+            x = data.batch(idx)
+            views = [random_resized_crop(x, (global_scale_min, 1.0)) for _ in range(2)]
+            views += [random_resized_crop(x, local_scale) for _ in range(local_crops)]
+        return views, data.labels[idx], idx
+
+    return fetch
+
+
+def loader_views(batch: Views) -> Views:
+    """fetch((views, labels, indices)) -> the same: the stream's workers drew MIM-Refiner's views."""
+    return batch
+
+
+def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Views], objective: str,
+                   temperature: float, global_scale_min: float, local_crops: int, local_scale: tuple[float, float],
                    keys: MomentumKeys | None = None, mixing: Mixing | None = None
-                   ) -> Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """step_fn(indices) -> (sum over heads of the mean loss term, metrics of the last head).
+                   ) -> Callable[[object], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """step_fn(batch) -> (sum over heads of the mean loss term, metrics of the last head).
+
+    `data` is the train split on the device (a batch is indices; views drawn by `device_views`) or a fetch
+    callable such as `loader_views` for the stream (a batch is views, labels, indices; then the crop arguments
+    are the stream's business and unused here).
 
     Terms per head: each global view's anchor against the other global view's prediction (symmetric), plus each
     global anchor against each local view's prediction. The anchor is the stop-grad projection of the online
@@ -119,17 +145,16 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages, objective: str, tempera
     if (objective in MOMENTUM_OBJECTIVES) != (keys is not None) or (objective == "mochi") != (mixing is not None):
         raise ValueError(f"objective {objective!r}: momentum keys are for moco/mochi, mixing for mochi only")
 
-    def step(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        labels = data.labels[idx]
-        with torch.no_grad():
-            x = data.batch(idx)
-            views = [random_resized_crop(x, (global_scale_min, 1.0)) for _ in range(2)]
-            views += [random_resized_crop(x, local_scale) for _ in range(local_crops)]
-        b, v = x.shape[0], len(views)
+    fetch = device_views(data, global_scale_min, local_crops, local_scale) if isinstance(data, DeviceImages) \
+        else data
+
+    def step(batch: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        views, labels, idx = fetch(batch)
+        b, v = views[0].shape[0], len(views)
         key_sets = keys.keys(torch.cat(views[:2])) if keys else None
-        pairs = [(0, 1), (1, 0)] + [(a, 2 + i) for a in (0, 1) for i in range(local_crops)]
+        pairs = [(0, 1), (1, 0)] + [(a, c) for a in (0, 1) for c in range(2, v)]
         offset = distributed.world().rank * b
-        total = torch.zeros((), device=x.device)
+        total = torch.zeros((), device=views[0].device)
         metrics: dict[str, torch.Tensor] = {}
         for h, (feats, head, queue) in enumerate(zip(refiner.pooled(torch.cat(views)), refiner.heads,
                                                      refiner.queues)):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipeline import config, distributed
+from pipeline.data.loader import epoch_order
 from pipeline.data.prepared import array_hash
 from pipeline.data.splits import holdout_split
 from pipeline.data.stream import (
@@ -64,26 +65,27 @@ def epoch_batches(images: SeededImages, epoch: int, batch_size: int = 6, workers
 def test_stream_loader__yields_normalized_float_images_and_labels(folder_root):
     batches = epoch_batches(mae_images(folder_root), 0, batch_size=4)
     assert len(batches) == 18 // 4  # the ragged tail is dropped
-    images, labels = batches[0]
+    images, labels, idx = batches[0]
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
+    assert idx.tolist() == epoch_order(18, 4, 0, 0, CPU)[0].tolist()  # dataset indices, for the NN queues
     assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2}
     assert images.min() < -1 and images.max() > 1  # normalized, not 0..1
 
 
 def test_stream_loader__same_seed_and_epoch_repeat_exactly_and_epochs_differ(folder_root):
     first, again = epoch_batches(mae_images(folder_root), 0), epoch_batches(mae_images(folder_root), 0)
-    for (x1, y1), (x2, y2) in zip(first, again):
+    for (x1, y1, _), (x2, y2, _) in zip(first, again):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     next_epoch = epoch_batches(mae_images(folder_root), 1)
     assert not torch.equal(first[0][0], next_epoch[0][0])
-    assert [y.tolist() for _, y in first] != [y.tolist() for _, y in next_epoch]
+    assert [y.tolist() for _, y, _ in first] != [y.tolist() for _, y, _ in next_epoch]
     other_seed = epoch_batches(mae_images(folder_root, seed=1), 0)
     assert not torch.equal(first[0][0], other_seed[0][0])
 
 
 def test_stream_loader__worker_processes_give_the_batches_of_the_main_process(folder_root):
     inline, workers = epoch_batches(mae_images(folder_root), 2), epoch_batches(mae_images(folder_root), 2, workers=2)
-    for (x1, y1), (x2, y2) in zip(inline, workers, strict=True):
+    for (x1, y1, _), (x2, y2, _) in zip(inline, workers, strict=True):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
@@ -115,7 +117,7 @@ def test_epoch_batch_sampler__two_ranks_see_disjoint_halves_of_each_global_batch
 def test_multiview_transform__two_global_views_and_n_local_crops(folder_root):
     transform = multiview_transform(32, 16, 3, 0.25, (0.05, 0.25), IMAGENET_MEAN, IMAGENET_STD)
     folder = open_train_folder(str(folder_root))
-    views, labels = epoch_batches(SeededImages(folder, np.arange(len(folder)), transform, 0), 0)[0]
+    views, labels, _ = epoch_batches(SeededImages(folder, np.arange(len(folder)), transform, 0), 0)[0]
     assert [tuple(v.shape) for v in views] == [(6, 3, 32, 32)] * 2 + [(6, 3, 16, 16)] * 3
     assert labels.shape == (6,)
     assert not torch.equal(views[0], views[1])

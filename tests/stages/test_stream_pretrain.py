@@ -1,4 +1,4 @@
-"""pretrain with data.stream on a generated JPEG ImageFolder, and a dry run of the ImageNet profile."""
+"""pretrain and refine with data.stream on a generated JPEG ImageFolder, and a dry run of the ImageNet profile."""
 from __future__ import annotations
 
 import json
@@ -25,6 +25,7 @@ def stream_params(root: Path, workers: int) -> dict:
                      fewshot_seeds=[0], stream=True, workers=workers)
     p["model"].update(patch_size=4)
     p["pretrain"].update(batch_size=5)
+    p["refine"].update(batch_size=5, local_crops=1, queue_size=8, monitor_bank=6, monitor_val=3)
     return p
 
 
@@ -47,6 +48,25 @@ def test_pretrain_stream__writes_the_model_and_the_worker_count_does_not_change_
     for name in ("model.pt", "metrics.json"):
         assert (prepared / "results/pretrain/mae_inline" / name).read_bytes() == \
             (prepared / "results/pretrain/mae" / name).read_bytes(), name
+
+
+def test_refine_stream__draws_mim_refiner_views_in_workers_and_the_worker_count_does_not_change_it(prepared):
+    if not (prepared / "results/pretrain/mae/model.pt").exists():
+        run_stage("pretrain", PRETRAIN, prepared)
+    run_stage("probe", ["--variant", "mae", "--data", "results/data/imagefolder", "--model",
+                        "results/pretrain/mae/model.pt", "--out", "results/probe/mae", "--plots", "results/plots"],
+              prepared)
+    refine = ["--variant", "mae_moco", "--data", "results/data/imagefolder", "--model", "results/pretrain/mae/model.pt",
+              "--probe", "results/probe/mae/blocks.json", "--plots", "results/plots", "--out"]
+    outs = {}
+    for workers in (2, 0):
+        write_params(prepared / "params.yaml", stream_params(prepared / "jpegs", workers=workers))
+        proc = run_stage("refine", [*refine, f"results/refine/w{workers}"], prepared)
+        assert "streaming 15 images" in proc.stderr
+        outs[workers] = (prepared / f"results/refine/w{workers}/model.pt").read_bytes()
+    metrics = json.loads((prepared / "results/refine/w0/metrics.json").read_text())
+    assert metrics["objective"] == "moco" and metrics["loss"] > 0
+    assert outs[2] == outs[0]
 
 
 @pytest.mark.parametrize("change, needle", [
