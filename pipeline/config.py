@@ -72,6 +72,10 @@ def _check_cross_keys(params: dict) -> None:
     if pretrain["warmup_epochs"] >= pretrain["epochs"]:
         raise ConfigError(f"params: pretrain.warmup_epochs={pretrain['warmup_epochs']} must be below "
                           f"pretrain.epochs={pretrain['epochs']}")
+    local_size = params["refine"]["local_size"]
+    if local_size % model["patch_size"]:
+        raise ConfigError(f"params: refine.local_size={local_size} is not a multiple of model.patch_size="
+                          f"{model['patch_size']}")
     depth = params["refine"]["depth"]
     if isinstance(depth, int) and depth > model["depth"]:
         raise ConfigError(f"params: refine.depth={depth} is beyond the model's {model['depth']} blocks (model.depth)")

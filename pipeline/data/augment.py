@@ -10,8 +10,9 @@ from pipeline import distributed
 
 
 def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                        hflip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-    """RandomResizedCrop + horizontal flip for a whole batch, one crop per image, at the input size.
+                        hflip: bool = True, generator: torch.Generator | None = None,
+                        size: int | None = None) -> torch.Tensor:
+    """RandomResizedCrop + horizontal flip for a whole batch, one crop per image, at the input size (or `size`).
 
     Crops are drawn as in torchvision (area fraction uniform in `scale`, log-uniform aspect ratio), clipped to
     the image, and resampled bilinearly through one affine grid.
@@ -22,8 +23,9 @@ def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio:
         ratio: (min, max) aspect ratio w/h.
         hflip: flip each image with probability 1/2.
         generator: torch generator on the images' device, for reproducible crops.
+        size: output side; None = the input's H and W.
     Returns:
-        [B, C, H, W] augmented images.
+        [B, C, H, W] (or [B, C, size, size]) augmented images.
     """
     b, dev = images.shape[0], images.device
     rand = distributed.rand(b, 4, device=dev, generator=generator)  # per sample, whatever the process count
@@ -42,7 +44,8 @@ def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio:
     theta = torch.zeros(b, 2, 3, device=dev, dtype=images.dtype)
     theta[:, 0, 0], theta[:, 0, 2] = sx, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out_shape = list(images.shape) if size is None else [b, images.shape[1], size, size]
+    grid = F.affine_grid(theta, out_shape, align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 

@@ -41,6 +41,9 @@ def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
 class ViTEncoder(nn.Module):
     """Vision Transformer encoder with a cls token and fixed 2-D sin-cos positions.
 
+    Inputs of another side (a multiple of the patch) get the sin-cos table of their own grid: the positions are
+    a formula, not weights, so MIM-Refiner's small local crops (96 px for a 224 px model) need no interpolation.
+
     Args:
         img_size: input side in pixels (square images).
         patch_size: patch side; must divide img_size.
@@ -61,7 +64,7 @@ class ViTEncoder(nn.Module):
         self.arch = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
                          depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
         self.patch_size, self.embed_dim, self.depth = patch_size, embed_dim, depth
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=False)
         grid = img_size // patch_size
         self.num_patches = grid * grid
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -78,7 +81,11 @@ class ViTEncoder(nn.Module):
 
     def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
         """Images [B, C, H, W] -> patch tokens with positions [B, N, D] (no cls)."""
-        return self.patch_embed(x) + self.pos_embed[:, 1:]
+        tokens = self.patch_embed(x)
+        if tokens.shape[1] == self.num_patches:
+            return tokens + self.pos_embed[:, 1:]
+        gh, gw = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        return tokens + sincos_2d(self.embed_dim, gh, gw, cls_token=False).to(tokens)
 
     def prepend_cls(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, N, D] -> [B, 1+N, D] with the cls token (its position row is zero)."""

@@ -52,7 +52,8 @@ PARAMS = (
     "refine.batch_size", "refine.head_blr", "refine.blr", "refine.layer_decay", "refine.weight_decay",
     "refine.head_weight_decay", "refine.beta1", "refine.beta2", "refine.temperature", "refine.queue_size",
     "refine.topk", "refine.proj_hidden", "refine.proj_out", "refine.pred_hidden", "refine.global_scale_min",
-    "refine.local_crops", "refine.local_scale", "refine.ema", "refine.moco_momentum", "refine.mochi",
+    "refine.local_crops", "refine.local_size", "refine.local_scale", "refine.ema", "refine.moco_momentum",
+    "refine.mochi",
     "refine.checkpoint_every", "refine.monitor_bank", "refine.monitor_val",
     "data.stream", "data.root", "data.workers", "data.val_size",  # the stream reads root/train less the val hold-out
 )
@@ -95,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     stats = (data.card["mean"], data.card["std"], device)
     bs = cfg["batch_size"]
     train = train_source(p["data"], args.data, seed, bs, device, lambda card: multiview_transform(
-        card["shape"][0], card["shape"][0], cfg["local_crops"], cfg["global_scale_min"], cfg["local_scale"],
-        card["mean"], card["std"]), data)
+        card["shape"][0], cfg["local_size"] or card["shape"][0], cfg["local_crops"], cfg["global_scale_min"],
+        cfg["local_scale"], card["mean"], card["std"]), data)
     mon_bank = stratified_subset(data.y["train"], min(cfg["monitor_bank"], data.y["train"].size), seed)
     mon_val = stratified_subset(data.y["val"], min(cfg["monitor_val"], data.y["val"].size), seed)
     monitor = (DeviceImages(data.x["train"][mon_bank], data.y["train"][mon_bank], *stats),
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     if steps == 0:
         raise ConfigError(f"params: refine.batch_size={bs} exceeds the {train.size} training images")
     step_fn = refine_step_fn(refiner, train.arrays or loader_views, objective, cfg["temperature"],
-                             cfg["global_scale_min"], cfg["local_crops"], tuple(cfg["local_scale"]), keys, mixing)
+                             cfg["global_scale_min"], cfg["local_crops"], tuple(cfg["local_scale"]), keys, mixing,
+                             cfg["local_size"] or None)
     # batches do not depend on the worker count, so a killed run may resume with another
     same_run = {**p, "data": {k: v for k, v in p["data"].items() if k != "workers"}}
     tag = fingerprint(same_run, args.variant, train.tag, ckpt["arch"], depth)

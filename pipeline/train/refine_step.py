@@ -9,6 +9,7 @@ Every objective uses the same heads, views, queue size and temperature, so their
 """
 from __future__ import annotations
 
+from itertools import groupby
 from typing import Callable
 
 import torch
@@ -100,18 +101,25 @@ class MomentumKeys(nn.Module):
 Views = tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]  # (views [B, C, H, W] each, labels [B], indices [B])
 
 
-def device_views(data: DeviceImages, global_scale_min: float, local_crops: int, local_scale: tuple[float, float]
-                 ) -> Callable[[torch.Tensor], Views]:
-    """fetch(indices) -> views of arrays on the device: two global RandomResizedCrops (scale (min, 1)) and
-    `local_crops` small ones (`local_scale`), resized to the input size (one token grid for all views)."""
+def device_views(data: DeviceImages, global_scale_min: float, local_crops: int, local_scale: tuple[float, float],
+                 local_size: int | None = None) -> Callable[[torch.Tensor], Views]:
+    """fetch(indices) -> views of arrays on the device: two global RandomResizedCrops (scale (min, 1)) at the
+    input size and `local_crops` small ones (`local_scale`) at `local_size` pixels (None = the input size)."""
     def fetch(idx: torch.Tensor) -> Views:
         with torch.no_grad():
             x = data.batch(idx)
             views = [random_resized_crop(x, (global_scale_min, 1.0)) for _ in range(2)]
-            views += [random_resized_crop(x, local_scale) for _ in range(local_crops)]
+            views += [random_resized_crop(x, local_scale, size=local_size) for _ in range(local_crops)]
         return views, data.labels[idx], idx
 
     return fetch
+
+
+def pooled_views(refiner: Refiner, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per head block, the [V * B, D] CLS features of all views in order; views of one size share a forward."""
+    groups = [list(g) for _, g in groupby(views, key=lambda t: t.shape[-2:])]
+    per_group = [refiner.pooled(torch.cat(g)) for g in groups]
+    return [torch.cat(parts) for parts in zip(*per_group)]
 
 
 def loader_views(batch: Views) -> Views:
@@ -121,7 +129,7 @@ def loader_views(batch: Views) -> Views:
 
 def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Views], objective: str,
                    temperature: float, global_scale_min: float, local_crops: int, local_scale: tuple[float, float],
-                   keys: MomentumKeys | None = None, mixing: Mixing | None = None
+                   keys: MomentumKeys | None = None, mixing: Mixing | None = None, local_size: int | None = None
                    ) -> Callable[[object], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """step_fn(batch) -> (sum over heads of the mean loss term, metrics of the last head).
 
@@ -132,7 +140,8 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Vie
     Terms per head: each global view's anchor against the other global view's prediction (symmetric), plus each
     global anchor against each local view's prediction. The anchor is the stop-grad projection of the online
     network (nna, nnclr) or the momentum key (moco, mochi); the queue holds the anchors of global view 0, is
-    queried before the push and never returns a sample's own entry. Local crops are resized to the input size.
+    queried before the push and never returns a sample's own entry. Local crops come at `local_size` pixels,
+    with their own token grid (one encoder pass per view size).
 
     Metrics: alignment (the positive's softmax mass in the first term), nn_accuracy and nn_similarity (label
     agreement and cosine of the anchor's nearest queue entry).
@@ -145,8 +154,8 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Vie
     if (objective in MOMENTUM_OBJECTIVES) != (keys is not None) or (objective == "mochi") != (mixing is not None):
         raise ValueError(f"objective {objective!r}: momentum keys are for moco/mochi, mixing for mochi only")
 
-    fetch = device_views(data, global_scale_min, local_crops, local_scale) if isinstance(data, DeviceImages) \
-        else data
+    fetch = device_views(data, global_scale_min, local_crops, local_scale, local_size) \
+        if isinstance(data, DeviceImages) else data
 
     def step(batch: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         views, labels, idx = fetch(batch)
@@ -156,8 +165,7 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Vie
         offset = distributed.world().rank * b
         total = torch.zeros((), device=views[0].device)
         metrics: dict[str, torch.Tensor] = {}
-        for h, (feats, head, queue) in enumerate(zip(refiner.pooled(torch.cat(views)), refiner.heads,
-                                                     refiner.queues)):
+        for h, (feats, head, queue) in enumerate(zip(pooled_views(refiner, views), refiner.heads, refiner.queues)):
             z, p = head(feats)  # BatchNorm sees all views together, as in the official code
             z, p = z.view(v, b, -1), p.view(v, b, -1)
             anchors = key_sets[h].view(2, b, -1) if key_sets else z[:2].detach()

@@ -40,6 +40,7 @@ def test_load_params__gpu_profile_overlay_is_valid(tmp_path):
     (lambda p: p["refine"]["variants"].update(mae={"pretrained": "mae", "objective": "nna"}),
      "refine.variants.mae reuses a name of pretrain.variants"),
     (lambda p: p["refine"]["mochi"].update(hardest=0), "refine.mochi.hardest = 0"),
+    (lambda p: p["refine"].update(local_size=5), "refine.local_size=5 is not a multiple of model.patch_size=2"),
 ])
 def test_load_params__bad_value_names_the_key(tmp_path, params, edit, needle):
     edit(params)

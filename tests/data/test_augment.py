@@ -17,3 +17,9 @@ def test_random_resized_crop__same_generator_seed_same_crops():
     a = random_resized_crop(x, (0.2, 1.0), generator=torch.Generator().manual_seed(3))
     b = random_resized_crop(x, (0.2, 1.0), generator=torch.Generator().manual_seed(3))
     assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+
+
+def test_random_resized_crop__size_sets_the_output_side():
+    x = torch.rand(4, 3, 16, 16)
+    out = random_resized_crop(x, (0.05, 0.25), size=8, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 8, 8) and torch.isfinite(out).all()

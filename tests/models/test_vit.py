@@ -49,3 +49,15 @@ def test_truncate__keeps_first_blocks():
     enc.truncate(2)
     assert enc.depth == 2 and len(enc.blocks) == 2
     torch.testing.assert_close(enc.forward_intermediates(x, [1], norm=False)[0], ref)
+
+
+def test_vit__smaller_input_gets_the_sincos_positions_of_its_own_grid():
+    from pipeline.models.pos_embed import sincos_2d
+
+    enc = ViTEncoder(16, 4, 1, 32, 2, 2)
+    small = torch.randn(3, 1, 8, 8)
+    expected = enc.patch_embed(small) + sincos_2d(32, 2, 2, cls_token=False)
+    torch.testing.assert_close(enc.embed_patches(small), expected)
+    assert enc.forward_features(small).shape == (3, 1 + 4, 32)
+    full = torch.randn(2, 1, 16, 16)  # the model's own size still uses its stored table
+    torch.testing.assert_close(enc.embed_patches(full), enc.patch_embed(full) + enc.pos_embed[:, 1:])

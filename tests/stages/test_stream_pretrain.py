@@ -25,7 +25,7 @@ def stream_params(root: Path, workers: int) -> dict:
                      fewshot_seeds=[0], stream=True, workers=workers)
     p["model"].update(patch_size=4)
     p["pretrain"].update(batch_size=5)
-    p["refine"].update(batch_size=5, local_crops=1, queue_size=8, monitor_bank=6, monitor_val=3)
+    p["refine"].update(batch_size=5, local_crops=1, local_size=8, queue_size=8, monitor_bank=6, monitor_val=3)
     return p
 
 

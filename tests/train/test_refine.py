@@ -15,7 +15,7 @@ from pipeline.train.finetune import layer_of
 from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
 from pipeline.train.queue import EMA, NNQueue
-from pipeline.train.refine_step import MomentumKeys, Refiner, head_blocks, refine_step_fn
+from pipeline.train.refine_step import MomentumKeys, Refiner, device_views, head_blocks, pooled_views, refine_step_fn
 
 
 def test_queue__never_returns_own_entry_and_wraps():
@@ -132,6 +132,17 @@ def test_refine_step__every_objective_trains_and_fills_the_queue(objective):
         x = data.batch(idx)
         views = [random_resized_crop(x, (0.25, 1.0)) for _ in range(2)]
         torch.testing.assert_close(queue.x[:16], keys.keys(torch.cat(views))[0][:16])
+
+
+def test_refine_step__local_crops_at_their_own_size_share_the_heads_with_the_global_views():
+    data, encoder, refiner, _ = _setup()  # 8 px images, 2 px patches
+    step = refine_step_fn(refiner, data, "nna", 0.2, 0.25, 2, (0.05, 0.25), local_size=4)
+    views = device_views(data, 0.25, 2, (0.05, 0.25), 4)(torch.arange(16))[0]
+    assert [tuple(v.shape[-2:]) for v in views] == [(8, 8), (8, 8), (4, 4), (4, 4)]
+    assert [f.shape for f in pooled_views(refiner, views)] == [(64, 16)]  # 4 views x 16 images, one head
+    loss, _ = step(torch.arange(16))
+    loss.backward()
+    assert torch.isfinite(loss) and refiner.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
 
 
 def test_refine_step__objective_and_key_network_must_match():
