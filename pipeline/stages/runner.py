@@ -84,9 +84,13 @@ def _torchrun(nproc: int, argv: list[str]) -> int:
     try:
         torchrun_main(["--standalone", f"--nproc-per-node={nproc}", "-m", module, *argv])
     except ChildFailedError as err:
-        codes = sorted({f.exitcode for f in err.failures.values()})
-        print(f"error: {len(err.failures)} of {nproc} processes of {module} failed (exit codes {codes}; their "
-              f"error lines are above)", file=sys.stderr)
+        # a rank that failed on its own exits > 0; torchrun then stops the others with a signal (exit code < 0)
+        codes = sorted({f.exitcode for f in err.failures.values() if f.exitcode > 0})
+        failed = sum(f.exitcode > 0 for f in err.failures.values())
+        stopped = len(err.failures) - failed
+        print(f"error: {module} failed in {failed} of {nproc} processes (exit codes {codes})"
+              + (f"; torchrun stopped {stopped} other" if stopped else "") + "; their error lines are above",
+              file=sys.stderr)
         return 2
     return 0
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,14 +106,16 @@ def test_evaluate__two_processes_shard_features_and_fine_tune_with_the_same_metr
     assert two["finetune"] == pytest.approx(one["finetune"], abs=0.1)  # DDP fine-tune, per-rank mixup pairs
 
 
-def test_pretrain__two_processes_bad_input_one_line_per_rank_and_exit_2(work, params):
+def test_pretrain__two_processes_bad_input_error_lines_and_exit_2(work, params):
     params["runtime"]["nproc"] = 2
     write_params(work / "params.yaml", params)
     proc = run_stage("pretrain", ["--variant", "mea", *PRETRAIN[2:]], work, check=False)
     assert proc.returncode == 2
     lines = error_lines(proc)
-    assert lines.count("error: params: unknown variant 'mea' (pretrain.variants has: mae, mff)") == 2
-    assert lines[-1].startswith("error: 2 of 2 processes of pipeline.stages.pretrain failed (exit codes [2]")
+    # the rank that fails second may be stopped by torchrun before it prints: one or two lines, never other text
+    assert set(lines[:-1]) == {"error: params: unknown variant 'mea' (pretrain.variants has: mae, mff)"}
+    assert re.fullmatch(r"error: pipeline\.stages\.pretrain failed in ([12]) of 2 processes \(exit codes \[2\]\)"
+                        r"(; torchrun stopped 1 other)?; their error lines are above", lines[-1])
     assert "Traceback" not in proc.stderr
 
 
