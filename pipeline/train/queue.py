@@ -5,6 +5,8 @@ contents in persistent buffers, so a resumed run continues with the same queue.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -69,8 +71,6 @@ class EMA(nn.Module):
 
     def __init__(self, module: nn.Module, momentum: float):
         super().__init__()
-        import copy
-
         self.module = copy.deepcopy(module).requires_grad_(False)
         self.momentum = momentum
 
