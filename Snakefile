@@ -2,7 +2,7 @@
 # (which is generated from the same specs; tests/dag checks the two stay in parity).
 #   prepare -> pretrain[variant] -> probe[variant] -> refine[variant] -> probe_refined / evaluate_refined
 #                                -> analyze[variant], evaluate[variant];  baselines;  all -> report
-# Run: snakemake --cores all    (then `dvc commit -f` so DVC records the hashes; see README)
+# Run: snakemake --cores all    (then `dvc commit -f && snakemake --touch --cores 1`, or `make run`; see README)
 
 
 include: "rules/common.smk"

@@ -13,6 +13,16 @@ import seaborn as sns  # noqa: E402
 from pipeline.atomic import atomic_path  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: str | Path, legend_of: plt.Axes | None = None) -> None:
+    """Write `fig` as PNG atomically and close it; `legend_of`'s legend moves beside the plot, where a dozen
+    models' lines cannot hide it (the tight bounding box keeps it and every label in the file)."""
+    if legend_of is not None and legend_of.get_legend() is not None:
+        sns.move_legend(legend_of, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def knn_blocks_figure(curves: dict[str, list[dict[str, float]]], path: str | Path) -> None:
     """Per-block k-NN accuracy, one panel per feature, one line per model (variants and the random-init floor).
 
@@ -26,9 +36,7 @@ def knn_blocks_figure(curves: dict[str, list[dict[str, float]]], path: str | Pat
     grid = sns.relplot(df, x="block", y="knn", hue="model", col="feature", kind="line", marker="o",
                        height=3, aspect=1.3)
     grid.set_axis_labels("block (0-based)", "k-NN accuracy on val (%)")
-    with atomic_path(path) as tmp:
-        grid.savefig(tmp, format="png", dpi=120)
-    plt.close(grid.figure)
+    _save(grid.figure, path)
 
 
 def frequency_figure(spectra: dict[str, pd.DataFrame], path: str | Path) -> None:
@@ -42,9 +50,7 @@ def frequency_figure(spectra: dict[str, pd.DataFrame], path: str | Path) -> None
     grid = sns.relplot(df, x="frequency", y="dlog_amplitude", hue="block", col="model", kind="line",
                        palette="viridis", height=3, aspect=1.1)
     grid.set_axis_labels("frequency (x π)", "Δ log amplitude")
-    with atomic_path(path) as tmp:
-        grid.savefig(tmp, format="png", dpi=120)
-    plt.close(grid.figure)
+    _save(grid.figure, path)
 
 
 def fusion_weights_figure(weights: dict[str, dict[str, float]], path: str | Path) -> None:
@@ -58,10 +64,7 @@ def fusion_weights_figure(weights: dict[str, dict[str, float]], path: str | Path
     else:
         ax.text(0.5, 0.5, "no MFF variant in params.yaml", ha="center", va="center")
         ax.set_axis_off()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(fig, path, legend_of=ax if rows else None)
 
 
 def fewshot_figure(runs: dict[str, dict[str, dict]], path: str | Path) -> None:
@@ -77,10 +80,7 @@ def fewshot_figure(runs: dict[str, dict[str, dict]], path: str | Path) -> None:
     sns.lineplot(pd.DataFrame(rows), x="shots", y="accuracy", hue="model", marker="o", errorbar="sd", ax=ax)
     ax.set(xscale="log", xlabel="images per class", ylabel="test accuracy (%)")
     ax.set_xticks(sorted({r["shots"] for r in rows}), labels=[str(s) for s in sorted({r["shots"] for r in rows})])
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(fig, path, legend_of=ax)
 
 
 def spectrum_figure(spectra: dict[str, pd.DataFrame], path: str | Path) -> None:
@@ -96,7 +96,4 @@ def spectrum_figure(spectra: dict[str, pd.DataFrame], path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     sns.lineplot(df, x="rank", y="log10_singular_value", hue="model", ax=ax)
     ax.set(xlabel="singular value index / feature width", ylabel="log10 singular value", ylim=(-12, None))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(fig, path, legend_of=ax)
