@@ -64,7 +64,7 @@ def fusion_weights_figure(weights: dict[str, dict[str, float]], path: str | Path
     else:
         ax.text(0.5, 0.5, "no MFF variant in params.yaml", ha="center", va="center")
         ax.set_axis_off()
-    _save(fig, path, legend_of=ax if rows else None)
+    _save(fig, path, legend_of=ax)
 
 
 def fewshot_figure(runs: dict[str, dict[str, dict]], path: str | Path) -> None:
