@@ -79,6 +79,10 @@ def _check_cross_keys(params: dict) -> None:
     depth = params["refine"]["depth"]
     if isinstance(depth, int) and depth > model["depth"]:
         raise ConfigError(f"params: refine.depth={depth} is beyond the model's {model['depth']} blocks (model.depth)")
+    heads, kept = params["refine"]["heads"], depth if isinstance(depth, int) else model["depth"]
+    if isinstance(heads, int) and heads > kept:  # depth: probe is only known after the probe; refine checks it then
+        raise ConfigError(f"params: refine.heads={heads} exceeds the {kept} blocks that refine.depth={depth!r} keeps "
+                          f"(model.depth={model['depth']})")
     nproc = params["runtime"]["nproc"]
     for section, cfg in (("pretrain", pretrain), ("refine", params["refine"]),
                          ("evaluate.finetune", params["evaluate"]["finetune"])):

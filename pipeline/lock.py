@@ -29,6 +29,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
         LockError: another process holds it (its pid is named).
     """
     folder = Path(folder)
+    created = [d for d in (folder, *folder.parents) if not d.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -41,4 +42,10 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
+        # a run that wrote nothing (a bad param, say) leaves no folder behind that it made for its lock
+        if created and [f.name for f in folder.iterdir()] == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink()
+            for d in created:
+                with contextlib.suppress(OSError):  # not empty: something else lives there now
+                    d.rmdir()
         os.close(fd)

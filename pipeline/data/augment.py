@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +49,123 @@ def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio:
     out_shape = list(images.shape) if size is None else [b, images.shape[1], size, size]
     grid = F.affine_grid(theta, out_shape, align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+@dataclass(frozen=True)
+class ViewPhotometry:
+    """Per-sample probabilities of one view's photometric operations (BYOL's recipe, as in MIM-Refiner)."""
+
+    blur_p: float
+    solarize_p: float
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+
+
+# MIM-Refiner's two asymmetric global views (BYOL's pair) and its local crops (reference/mim_refiner.md 3):
+# global view 0 always blurred, global view 1 rarely blurred and sometimes solarized, local crops blurred half the time
+BYOL_VIEWS = {
+    "global0": ViewPhotometry(blur_p=1.0, solarize_p=0.0),
+    "global1": ViewPhotometry(blur_p=0.1, solarize_p=0.2),
+    "local": ViewPhotometry(blur_p=0.5, solarize_p=0.0),
+}
+
+_GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale
+
+
+def _gray(p: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] in 0..1 -> [B, 1, H, W] luma (the image itself for one channel)."""
+    if p.shape[1] == 1:
+        return p
+    w = torch.tensor(_GRAY, device=p.device, dtype=p.dtype).view(1, 3, 1, 1)
+    return (p * w).sum(1, keepdim=True)
+
+
+def _pick(fire: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Per image, `new` where fire ([B] bool) else `old` (a lerp with 0/1 weights: exact, and on CPU several times
+    faster than a broadcast torch.where)."""
+    return torch.lerp(old, new, fire.view(-1, 1, 1, 1).to(old.dtype))
+
+
+def _blend(p: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """factor * p + (1 - factor) * other, clamped to 0..1; factor is [B] (1 leaves p as it is)."""
+    f = factor.view(-1, 1, 1, 1)
+    return (f * p + (1 - f) * other).clamp(0.0, 1.0)
+
+
+def blur_kernel_size(side: int) -> int:
+    """Odd Gaussian kernel spanning about a tenth of the image side, at least 3 (23 at 224 px, 3 at 8 px)."""
+    return max(3, 2 * round(0.05 * side) + 1)
+
+
+def _gaussian_blur(p: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of [B, C, H, W] with one sigma per image ([B]), reflect-padded as torchvision:
+    two depthwise convolutions, the images' channels as the groups."""
+    b, c, h, w = p.shape
+    k = blur_kernel_size(max(h, w))
+    half = k // 2
+    t = torch.arange(k, device=p.device, dtype=p.dtype) - half
+    kern = torch.exp(-t[None] ** 2 / (2 * sigma[:, None] ** 2))
+    kern = (kern / kern.sum(1, keepdim=True)).repeat_interleave(c, 0)  # [B * C, k], one row per image channel
+    mode = "reflect" if min(h, w) > half else "replicate"  # reflect needs the pad to be smaller than the side
+    flat = F.pad(p.reshape(1, b * c, h, w), (half, half, half, half), mode=mode)
+    flat = F.conv2d(flat, kern.view(b * c, 1, 1, k), groups=b * c)
+    return F.conv2d(flat, kern.view(b * c, 1, k, 1), groups=b * c).view(b, c, h, w)
+
+
+def photometric(images: torch.Tensor, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float],
+                jitter_p: float, blur_p: float, solarize_p: float, gray_p: float = 0.2, brightness: float = 0.4,
+                contrast: float = 0.4, saturation: float = 0.2, sigma: tuple[float, float] = (0.1, 2.0),
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """BYOL's photometric operations on a normalized batch, each image drawing its own decisions and strengths.
+
+    The images are denormalized to 0..1 pixels, transformed in this fixed order, clamped and renormalized:
+    1. colour jitter with probability `jitter_p`, its parts in a fixed order (torchvision draws a random one):
+       brightness (scale by U(1 - b, 1 + b)), contrast (blend with the image's mean luma, U(1 - c, 1 + c)) and,
+       for 3 channels, saturation (blend with the luma image, U(1 - s, 1 + s)). Hue is skipped: it has no meaning
+       for greyscale images, which most of our datasets are;
+    2. grayscale (luma copied to the 3 channels) with probability `gray_p`; nothing for 1 channel;
+    3. Gaussian blur with probability `blur_p`, sigma ~ U(sigma), kernel `blur_kernel_size` of the side;
+    4. solarization with probability `solarize_p`: pixels >= 0.5 (128 of 255) become 1 - pixel.
+
+    The random numbers are one `distributed.rand` draw of a fixed width per image, whatever the probabilities, so
+    they match for any process count and the draw consumes the same generator state every call. A probability
+    of 0 skips that operation's compute (no change), 1 applies it to every image.
+
+    Args:
+        images: [B, C, H, W] float, normalized as (pixel - mean) / std.
+        mean, std: per-channel statistics on the 0..1 scale ([C] or broadcastable to [1, C, 1, 1]).
+        jitter_p, blur_p, solarize_p, gray_p: per-image probabilities of each operation (see `BYOL_VIEWS`).
+        brightness, contrast, saturation: jitter strengths (torchvision's ColorJitter arguments).
+        sigma: (min, max) of the blur's standard deviation in pixels.
+        generator: torch generator on the images' device; None = the global one (as `random_resized_crop`).
+    Returns:
+        [B, C, H, W] images of the same dtype, normalized the same way.
+    """
+    b, c = images.shape[:2]
+    dev, dtype = images.device, images.dtype
+    mean = torch.as_tensor(mean, device=dev, dtype=dtype).reshape(1, c, 1, 1)
+    std = torch.as_tensor(std, device=dev, dtype=dtype).reshape(1, c, 1, 1)
+    # columns: jitter?, brightness, contrast, saturation, gray?, blur?, sigma, solarize?
+    r = distributed.rand(b, 8, device=dev, generator=generator).to(dtype)
+    p = (images * std + mean).clamp(0.0, 1.0)
+
+    def strength(u: torch.Tensor, s: float) -> torch.Tensor:  # U(max(0, 1 - s), 1 + s); 1 where jitter is off
+        lo = max(0.0, 1.0 - s)
+        return torch.where(r[:, 0] < jitter_p, lo + (1.0 + s - lo) * u, torch.ones_like(u))
+
+    if jitter_p > 0:
+        p = _blend(p, torch.zeros_like(p), strength(r[:, 1], brightness))
+        p = _blend(p, _gray(p).mean((1, 2, 3), keepdim=True), strength(r[:, 2], contrast))
+        if c == 3:
+            p = _blend(p, _gray(p), strength(r[:, 3], saturation))
+    if gray_p > 0 and c == 3:
+        p = _pick(r[:, 4] < gray_p, _gray(p).expand_as(p), p)
+    if blur_p > 0:
+        s = sigma[0] + (sigma[1] - sigma[0]) * r[:, 6]
+        p = _pick(r[:, 5] < blur_p, _gaussian_blur(p, s), p)
+    if solarize_p > 0:
+        p = _pick(r[:, 7] < solarize_p, torch.minimum(p, 1.0 - p), p)  # = 1 - p where p >= 0.5, else p
+    return (p.clamp(0.0, 1.0) - mean) / std
 
 
 def mix_batch(images: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float,

@@ -21,8 +21,10 @@ class DeviceImages:
     def __init__(self, x: np.ndarray, y: np.ndarray, mean: list[float], std: list[float], device: torch.device):
         self.images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
         self.labels = torch.from_numpy(y).to(device)
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0
+        # [1, C, 1, 1] on the 0..1 scale (what photometric augmentations denormalize with), and on the 0..255 one
+        self.pixel_mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.pixel_std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.mean, self.std = self.pixel_mean * 255.0, self.pixel_std * 255.0
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
+from pipeline.data.augment import BYOL_VIEWS
 from pipeline.data.loader import epoch_order
 from pipeline.data.prepared import array_hash
 from pipeline.data.sources import IMAGE_SUFFIXES
@@ -93,9 +94,10 @@ def multiview_transform(size: int, local_size: int, local_crops: int, global_sca
         PIL image -> list of 2 + local_crops tensors [3, size, size] then [3, local_size, local_size].
     """
     global_scale = (global_scale_min, 1.0)
-    local = _byol_view(local_size, tuple(local_scale), 0.5, 0.0, mean, std)
-    return MultiView([_byol_view(size, global_scale, 1.0, 0.0, mean, std),
-                      _byol_view(size, global_scale, 0.1, 0.2, mean, std), *[local] * local_crops])
+    g0, g1, loc = BYOL_VIEWS["global0"], BYOL_VIEWS["global1"], BYOL_VIEWS["local"]  # shared with the array path
+    local = _byol_view(local_size, tuple(local_scale), loc.blur_p, loc.solarize_p, mean, std)
+    return MultiView([_byol_view(size, global_scale, g0.blur_p, g0.solarize_p, mean, std),
+                      _byol_view(size, global_scale, g1.blur_p, g1.solarize_p, mean, std), *[local] * local_crops])
 
 
 def _is_image(path: str) -> bool:

@@ -54,15 +54,20 @@ class ViTEncoder(nn.Module):
         mlp_ratio: MLP hidden width / D.
         drop_path_rate: stochastic depth of the last block, rising linearly from 0 (fine-tuning only; it is not
             part of `arch`, which describes the weights).
+        final_norm: the LayerNorm after the last block; False for an encoder cut below its last block (that norm
+            was trained on the last block's output, so a cut encoder's features are its last kept block's raw
+            output, as MIM-Refiner reads every non-final block).
     """
 
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, depth: int, num_heads: int,
-                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.0):
+                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, final_norm: bool = True):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"patch_size {patch_size} does not divide image size {img_size}")
         self.arch = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
                          depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
+        if not final_norm:  # recorded only when off, so full encoders keep the arch they always had
+            self.arch["final_norm"] = False
         self.patch_size, self.embed_dim, self.depth = patch_size, embed_dim, depth
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=False)
         grid = img_size // patch_size
@@ -73,7 +78,7 @@ class ViTEncoder(nn.Module):
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm,
                                           drop_path=r) for r in rates)
-        self.norm = norm(embed_dim)
+        self.norm = norm(embed_dim) if final_norm else nn.Identity()
         init_mae_weights(self)
         w = self.patch_embed.proj.weight  # conv init "like nn.Linear" on its 2-D view
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
@@ -125,9 +130,11 @@ class ViTEncoder(nn.Module):
         return [self.norm(t) for t in kept] if norm else kept
 
     def truncate(self, depth: int) -> None:
-        """Keep only the first `depth` blocks (the refinement depth the probe chose)."""
+        """Keep only the first `depth` blocks (refine.depth); a real cut also drops the final norm (see `final_norm`)."""
         if not 1 <= depth <= self.depth:
             raise ValueError(f"depth {depth} outside 1..{self.depth}")
-        self.blocks = self.blocks[:depth]
-        self.depth = depth
-        self.arch["depth"] = depth
+        if depth < self.depth:
+            self.blocks = self.blocks[:depth]
+            self.norm = nn.Identity()
+            self.depth = depth
+            self.arch.update(depth=depth, final_norm=False)

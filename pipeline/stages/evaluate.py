@@ -2,12 +2,18 @@
 
 Writes results/evaluate/<variant>/{metrics.json (headline numbers), details.json (per-lr, per-split runs)} and
 the covariance spectrum of its features to results/plots/spectrum/<variant>.csv (the collapse analysis).
-Frozen features are the final normed tokens, pooled as CLS and mean-patch; lr choices read val, test is read once.
+Frozen features are the encoder's output tokens (after the final norm; a cut encoder has none, so its last kept
+block's raw output), pooled as CLS and mean-patch; lr choices read val, test is read once.
+
+A refined model is evaluated with two companions on the frozen protocols: its online encoder (model.pt holds the
+EMA and the online weights; metrics online_*) and, when refinement cut the encoder, the cut-only control (the
+pretrained encoder of --pretrained cut at the same depth and not trained; metrics control_*).
 """
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import torch
 
@@ -33,6 +39,9 @@ log = logging.getLogger(__name__)
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
 PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "runtime.nproc",
           "evaluate")
+
+# the metrics of the online encoder and the cut-only control kept in metrics.json (details.json has them all)
+COMPANION_METRICS = ("knn", "linear", "fewshot")
 
 
 def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_classes: int, cfg: dict, seed: int,
@@ -67,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         "out": "results/evaluate/<model>",
         "plots": "results/plots (the spectrum goes to spectrum/<variant>.csv)",
     })
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="a refined model's pretrained model.pt: evaluated cut at the refined depth when "
+                             "refinement cut the encoder (the cut-only control)")
     args = parser.parse_args(argv)
     p = load_stage_params("evaluate", PARAMS, args.params, args.variant)
     run_cfg, cfg = p["runtime"], p["evaluate"]
@@ -75,15 +87,29 @@ def main(argv: list[str] | None = None) -> None:
     encoder, ckpt = load_encoder(args.model)
     data = load_prepared(args.data)
     splits = device_splits(data, device)
-    encoder.to(device)
     # under torchrun every rank embeds a shard and fine-tunes; rank 0 runs the frozen protocols and writes
     main = distributed.world().main
-    feats = {s: pooled_features(encoder, d, cfg["batch_size"], lambda: rt.autocast(device, run_cfg["precision"]),
-                                sharded=True) for s, d in splits.items()}
-    result: dict = {}
+    labels = {s: d.labels for s, d in splits.items()}
+
+    def protocols(model: ViTEncoder) -> dict:
+        """The frozen protocols of `model` (every rank embeds its shard; rank 0 gets the results)."""
+        model.to(device)
+        feats = {s: pooled_features(model, d, cfg["batch_size"], lambda: rt.autocast(device, run_cfg["precision"]),
+                                    sharded=True) for s, d in splits.items()}
+        return frozen_protocols(feats, labels, data.fewshot, data.num_classes, cfg, p["seed"]) if main else {}
+
+    result = protocols(encoder)
+    companions = {}
+    if "online_encoder" in ckpt:
+        companions["online"] = ViTEncoder(**ckpt["arch"])
+        load_module_state(companions["online"], ckpt["online_encoder"], f"{args.model}:online_encoder")
+    if args.pretrained is not None and ckpt.get("full_depth", encoder.depth) > encoder.depth:
+        control, _ = load_encoder(args.pretrained)
+        control.truncate(encoder.depth)
+        companions["control"] = control
+    for name, model in companions.items():
+        result[name] = protocols(model)
     if main:
-        result = frozen_protocols(feats, {s: d.labels for s, d in splits.items()}, data.fewshot, data.num_classes,
-                                  cfg, p["seed"])
         geo = cfg["geometry"]
 
         def embed(images: torch.Tensor) -> torch.Tensor:
@@ -100,8 +126,11 @@ def main(argv: list[str] | None = None) -> None:
                                       p["seed"], device, run_cfg["precision"], resume)
     if not main:
         return
+    result["test_size"] = len(splits["test"])  # the n of every test accuracy's binomial standard error
     write_json(args.out / "details.json", result)
-    write_json(args.out / "metrics.json", flat_metrics(result))
+    write_json(args.out / "metrics.json", flat_metrics(result) | {
+        f"{name}_{k}": v for name in companions for k, v in flat_metrics(result[name]).items()
+        if k.startswith(COMPANION_METRICS)})
     log.info("%s: %s", args.variant, flat_metrics(result))
 
 

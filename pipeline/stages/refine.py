@@ -1,8 +1,12 @@
 """refine[refined]: contrastive refinement of a probed encoder (MIM-Refiner) -> results/refine/<refined>/model.pt.
 
-The variant names its pretrained encoder and its objective (nna, or the nnclr/moco/mochi ablations). Phase 1
-trains the heads on the frozen encoder; phase 2 trains everything with layer-wise lr decay. The EMA of the
-encoder is what the written model holds (and what evaluation uses). Each phase resumes after a kill.
+The variant names its pretrained encoder and its objective (nna, or the nnclr/moco/mochi ablations). The encoder
+keeps every block (refine.depth: full) and ID heads sit from the probe's chosen block to the last (refine.heads:
+probe), as MIM-Refiner places them. Phase 1 trains the heads on the frozen encoder (top-1 neighbours); phase 2
+trains everything with layer-wise lr decay (neighbours drawn from the top-k) and continues phase 1's random
+stream instead of replaying it. model.pt holds the EMA of the encoder (what evaluation reads first) and the
+online encoder; metrics.json reports how much of the pretrained weights the EMA still holds. Each phase resumes
+after a kill.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from pipeline.train.checkpoint import Checkpointer, load_encoder, save_checkpoin
 from pipeline.train.finetune import layer_of
 from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
-from pipeline.train.queue import EMA
+from pipeline.train.queue import EMA, start_share
 from pipeline.train.refine_step import (
     MOMENTUM_OBJECTIVES,
     MomentumKeys,
@@ -48,10 +52,11 @@ log = logging.getLogger(__name__)
 PARAMS = (
     "seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "runtime.nproc",
     "refine.variants.{variant}",  # only this variant's entry: adding an ablation reruns no other
-    "refine.depth", "refine.heads", "refine.head_epochs", "refine.epochs", "refine.warmup_epochs",
+    "refine.depth", "refine.heads", "refine.head_epochs", "refine.head_topk", "refine.ema_warmup", "refine.epochs", "refine.warmup_epochs",
     "refine.batch_size", "refine.head_blr", "refine.blr", "refine.layer_decay", "refine.weight_decay",
     "refine.head_weight_decay", "refine.beta1", "refine.beta2", "refine.temperature", "refine.queue_size",
     "refine.topk", "refine.proj_hidden", "refine.proj_out", "refine.pred_hidden", "refine.global_scale_min",
+    "refine.photometric",
     "refine.local_crops", "refine.local_size", "refine.local_scale", "refine.ema", "refine.moco_momentum",
     "refine.mochi",
     "refine.checkpoint_every", "refine.monitor_bank", "refine.monitor_val",
@@ -59,9 +64,14 @@ PARAMS = (
 )
 
 
+# the EMA may keep at most this share of the pretrained weights at the configured budget (a bad-input error)
+MAX_START_SHARE = 0.5
+
+
 def refinement_depth(choice: str | int, probed: int, depth: int) -> int:
-    """refine.depth: auto -> the probe's choice, full -> every block, an int -> that many blocks."""
-    value = {"auto": probed, "full": depth}.get(choice, choice)
+    """refine.depth: full -> every block (the default, as MIM-Refiner), probe -> cut after the probe's chosen block
+    (an ablation: its report row comes with a cut-only control), an int -> that many blocks."""
+    value = {"probe": probed, "full": depth}.get(choice, choice)
     if not isinstance(value, int) or not 1 <= value <= depth:
         raise ConfigError(f"params: refine.depth = {choice!r} is outside 1..{depth} (the encoder has {depth} blocks)")
     return value
@@ -82,13 +92,19 @@ def main(argv: list[str] | None = None) -> None:
 
     device = rt.setup_runtime(run_cfg, seed)
     encoder, ckpt = load_encoder(args.model)
-    depth = refinement_depth(cfg["depth"], json.loads(args.probe.read_text())["depth"], encoder.depth)
+    probed = json.loads(args.probe.read_text())["depth"]  # the chosen block + 1
+    full_depth = encoder.depth
+    depth = refinement_depth(cfg["depth"], probed, full_depth)
+    try:
+        blocks = head_blocks(cfg["heads"], probed - 1, depth)
+    except ValueError as err:
+        raise ConfigError(f"params: refine.heads = {cfg['heads']!r}: {err}") from None
     encoder.truncate(depth)
-    refiner = Refiner(encoder, head_blocks(depth, cfg["heads"]), cfg["proj_hidden"], cfg["proj_out"],
-                      cfg["pred_hidden"], cfg["queue_size"], cfg["topk"]).to(device)
+    refiner = Refiner(encoder, blocks, cfg["proj_hidden"], cfg["proj_out"], cfg["pred_hidden"], cfg["queue_size"],
+                      cfg["head_topk"]).to(device)
     if distributed.world().size > 1:  # head BatchNorm statistics over the global batch, as one process sees it
         distributed.convert_sync_batchnorm(refiner.heads)
-    ema = EMA(encoder, cfg["ema"])
+    ema = EMA(encoder, cfg["ema"], cfg["ema_warmup"])
     keys = MomentumKeys(refiner, cfg["moco_momentum"]) if objective in MOMENTUM_OBJECTIVES else None
     mixing = Mixing(**cfg["mochi"]) if objective == "mochi" else None
 
@@ -105,9 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     steps = train.size // bs
     if steps == 0:
         raise ConfigError(f"params: refine.batch_size={bs} exceeds the {train.size} training images")
+    share = start_share(cfg["ema"], cfg["epochs"] * steps, cfg["ema_warmup"])
+    if share > MAX_START_SHARE:
+        raise ConfigError(f"params: refine.ema = {cfg['ema']} (ema_warmup {cfg['ema_warmup']}) leaves {share:.0%} of "
+                          f"the pretrained weights in the refined model after {cfg['epochs'] * steps} steps; lower it "
+                          f"or turn on refine.ema_warmup")
     step_fn = refine_step_fn(refiner, train.arrays or loader_views, objective, cfg["temperature"],
                              cfg["global_scale_min"], cfg["local_crops"], tuple(cfg["local_scale"]), keys, mixing,
-                             cfg["local_size"] or None)
+                             cfg["local_size"] or None, cfg["photometric"])
     # batches do not depend on the worker count, so a killed run may resume with another
     same_run = {**p, "data": {k: v for k, v in p["data"].items() if k != "workers"}}
     tag = fingerprint(same_run, args.variant, train.tag, ckpt["arch"], depth)
@@ -134,11 +155,14 @@ def main(argv: list[str] | None = None) -> None:
         return update if train_encoder or keys else None
 
     history = []
-    phases = (("heads", cfg["head_epochs"], cfg["head_blr"], False), ("full", cfg["epochs"], cfg["blr"], True))
-    for name, epochs, blr, train_encoder in phases:
+    phases = (("heads", cfg["head_epochs"], cfg["head_blr"], cfg["head_topk"], False),
+              ("full", cfg["epochs"], cfg["blr"], cfg["topk"], True))
+    for name, epochs, blr, topk, train_encoder in phases:
         if epochs == 0:
             continue
         encoder.requires_grad_(train_encoder)
+        for queue in refiner.queues:
+            queue.topk = topk
         groups = layer_decay_groups(refiner, depth + 1, layer_of(depth), cfg["weight_decay"], cfg["layer_decay"])
         for g in groups:  # heads (scale 1, the only decayed weights there) use the heads' weight decay
             if g["lr_scale"] == 1.0 and g["weight_decay"] > 0:
@@ -151,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
                      checkpoint_every=cfg["checkpoint_every"], on_epoch=on_epoch,
                      extra_state={"ema": ema, **({"keys": keys} if keys else {})},
                      autocast=lambda: rt.autocast(device, run_cfg["precision"]),
-                     after_step=after_step(train_encoder))
+                     after_step=after_step(train_encoder), epoch_offset=cfg["head_epochs"] if train_encoder else 0)
         history += [{"phase": float(train_encoder), **r} for r in result.history]
     if not distributed.world().main:  # rank 0 writes every output
         return
@@ -159,15 +183,18 @@ def main(argv: list[str] | None = None) -> None:
 
     save_checkpoint(args.out / "model.pt", {
         "arch": dict(encoder.arch), "variant": args.variant, "objective": objective, "depth": depth,
-        "head_blocks": refiner.blocks,
+        "head_blocks": refiner.blocks, "full_depth": full_depth,
         "encoder": {k: v.cpu() for k, v in ema.module.state_dict().items()},
+        "online_encoder": {k: v.cpu() for k, v in encoder.state_dict().items()},
         "refiner": {k: v.cpu() for k, v in refiner.state_dict().items()}})
     write_text(args.plots / "refine_curve" / f"{args.variant}.csv", records_csv(
         [{k: v for k, v in r.items() if k != "images_per_s"} | {"epoch": i + 1} for i, r in enumerate(history)]))
     last = history[-1]
-    write_json(args.out / "metrics.json", {"objective": objective, "depth": depth, "head_blocks": refiner.blocks,
-                                           **{k: round(last[k], 6) for k in ("loss", "alignment", "nn_accuracy",
-                                                                             "nn_similarity", "knn")}})
+    write_json(args.out / "metrics.json", {
+        "depth": depth, "heads": len(refiner.blocks), "first_head_block": refiner.blocks[0],
+        # the pretrained encoder's weight in the written (EMA) model: m ** steps, or the product of warmup momenta
+        "ema_pretrained_share": float(f"{start_share(cfg['ema'], int(ema.updates), cfg['ema_warmup']):.6g}"),
+        **{k: round(last[k], 6) for k in ("loss", "alignment", "nn_accuracy", "nn_similarity", "knn")}})
     for name in ("heads", "full"):
         (args.out / f"resume-{name}.pt").unlink(missing_ok=True)
 

@@ -15,6 +15,7 @@ from pipeline.analysis.figures import (
     knn_blocks_figure,
     spectrum_figure,
 )
+from pipeline.analysis.deltas import deltas_markdown, refinement_deltas
 from pipeline.analysis.summary import markdown_table, summary_table
 from pipeline.atomic import write_json, write_text
 from pipeline.errors import DataError
@@ -33,6 +34,18 @@ the positive's softmax mass at its end. Collapse analysis on a val subset of the
 rankme the effective rank (1 = collapsed), hard_rank the singular values of the covariance above 1e-3 of the
 largest, alignment the mean squared distance of two augmented views (lower = more invariant), uniformity
 log E exp(-2 d²) (0 = collapsed, lower = more spread).
+
+"""
+
+REFINEMENT_HEADER = """
+## Refinement against its controls
+
+Differences in accuracy points, ± one standard error (binomial for k-NN on the test split and for the val k-NN;
+over the fixed splits for 1-shot). vs pretrained: the same protocols on the encoder refinement started from;
+val k-NN vs best block: the refined model's last block against the pretrained encoder's best block (the probe,
+CLS, validation split); vs cut-only control: the pretrained encoder cut at the refined depth and not trained
+(only for a cut encoder, refine.depth); EMA pretrained share: the weight of the pretrained encoder left in the
+EMA that model.pt holds; k-NN EMA / online: test k-NN of the evaluated EMA encoder and of the online one.
 
 """
 
@@ -76,18 +89,23 @@ def main(argv: list[str] | None = None) -> None:
                                "dlogamp_pi_last": high_freq[-1]}, "fusion": pretrain["fusion_weights"]}
     for name, spec in refined.items():
         refine = read_json(args.refine / name / "metrics.json")
+        probe = read_json(args.probe / name / "blocks.json")
         models[name] = {
-            "eval": read_json(args.evaluate / name / "metrics.json"),
-            "blocks": read_json(args.probe / name / "blocks.json")["rows"],
+            "eval": read_json(args.evaluate / name / "metrics.json"), "blocks": probe["rows"],
             "details": read_json(args.evaluate / name / "details.json"),
             "extra": {"objective": spec["objective"], "pretrained": spec["pretrained"], "depth": refine["depth"],
+                      "first_head_block": refine["first_head_block"],
+                      "ema_pretrained_share": refine["ema_pretrained_share"],
                       "refine_nn_accuracy": refine["nn_accuracy"], "refine_pos_mass": refine["alignment"]}}
+        models[name]["extra"].update(refinement_deltas(models[name], models[spec["pretrained"]], probe["val_size"]))
     baselines = read_json(args.evaluate / "baselines" / "metrics.json")
     details = read_json(args.evaluate / "baselines" / "details.json")
     random_blocks = details["random-init"]["blocks"]
     table = summary_table(models, random_blocks, baselines)
     write_text(args.out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
-    write_text(args.out / "summary.md", SUMMARY_HEADER + markdown_table(table))
+    main_cols = [c for c in table if not c.startswith(("d_", "online_", "control_"))]
+    write_text(args.out / "summary.md", SUMMARY_HEADER + markdown_table(table[main_cols]) + REFINEMENT_HEADER
+               + deltas_markdown(table.to_dict("records")))
     knn_blocks_figure({**{name: m["blocks"] for name, m in models.items()}, "random-init": random_blocks},
                       args.out / "knn_blocks.png")
     spectra = {v: pd.read_csv(require(args.analyze / v / "frequency.csv")) for v in variants}

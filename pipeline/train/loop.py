@@ -56,8 +56,8 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
         lr_at: Callable[[int], float], epochs: int, seed: int, checkpointer: Checkpointer | None = None,
         checkpoint_every: int = 1, autocast: Callable[[], Any] | None = None, check_every: int = 50,
         on_step: Callable[[int], None] | None = None, on_epoch: Callable[[dict[str, float]], None] | None = None,
-        extra_state: dict[str, nn.Module] | None = None, after_step: Callable[[], None] | None = None
-        ) -> FitResult:
+        extra_state: dict[str, nn.Module] | None = None, after_step: Callable[[], None] | None = None,
+        epoch_offset: int = 0) -> FitResult:
     """Train `model` for `epochs`, resuming from `checkpointer` if it holds this run's state.
 
     Args:
@@ -75,6 +75,8 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
         on_epoch: called with each epoch's record (DVCLive).
         extra_state: further modules (queue, EMA) saved and restored with the model.
         after_step: called after every optimizer step (the EMA update).
+        epoch_offset: epochs of the same seed that earlier runs already drew (refinement's heads phase): epoch e
+            reads batches(epoch_offset + e) and seeds torch with it, so a second phase does not replay the first.
     Returns:
         FitResult with one record per epoch.
     Raises:
@@ -95,13 +97,13 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
     main = distributed.world().main
     step_module = distributed.ddp(_Step(model, step_fn))
     for epoch in range(start_epoch, epochs):
-        torch.manual_seed(seed * 100_003 + epoch)
+        torch.manual_seed(seed * 100_003 + epoch_offset + epoch)
         model.train()
         sums: dict[str, torch.Tensor] = {}
         bad_step = None
         n_steps = images = 0
         t0 = time.perf_counter()
-        for batch in batches(epoch):
+        for batch in batches(epoch_offset + epoch):
             lr = lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from pipeline import distributed
-from pipeline.data.augment import random_resized_crop
+from pipeline.data.augment import BYOL_VIEWS, photometric as photometric_ops, random_resized_crop
 from pipeline.data.loader import DeviceImages
 from pipeline.models.heads import IDHead
 from pipeline.models.vit import ViTEncoder
@@ -28,17 +28,28 @@ OBJECTIVES = ("nna", "nnclr", "moco", "mochi")
 MOMENTUM_OBJECTIVES = ("moco", "mochi")
 
 
-def head_blocks(depth: int, count: int) -> list[int]:
-    """The 0-based blocks that get a head: the last `count` of `depth`, or the last third (at least 1) for 0."""
-    count = count or max(1, round(depth / 3))
-    if count > depth:
-        raise ValueError(f"{count} heads asked for an encoder of {depth} blocks")
+def head_blocks(heads: str | int, probed_block: int, depth: int) -> list[int]:
+    """The 0-based blocks that get an ID head (refine.heads), on an encoder of `depth` blocks.
+
+    probe: from the probe's chosen block to the last block (MIM-Refiner attaches heads from where per-block
+    quality peaks to the end; reference/mim_refiner.md 1.4); last_third: the last round(depth / 3) blocks (at
+    least one), the official configs' placement; an int n: the last n blocks.
+
+    Raises:
+        ValueError: n is outside 1..depth.
+    """
+    if heads == "probe":
+        return list(range(min(probed_block, depth - 1), depth))
+    count = max(1, round(depth / 3)) if heads == "last_third" else heads
+    if not isinstance(count, int) or not 1 <= count <= depth:
+        raise ValueError(f"{heads!r} heads do not fit an encoder of {depth} blocks (1..{depth}, probe or last_third)")
     return list(range(depth - count, depth))
 
 
 def head_features(encoder: ViTEncoder, images: torch.Tensor, blocks: list[int]) -> list[torch.Tensor]:
-    """[N, C, H, W] -> one [N, D] CLS feature per block of `blocks`; the last block's goes through the final norm
-    when it is the encoder's last block, the others are raw (MIM-Refiner's "main" and "clsK" heads)."""
+    """[N, C, H, W] -> one [N, D] CLS feature per block of `blocks`: raw block outputs (MIM-Refiner's "clsK"
+    heads), except the encoder's last block, read through the final norm ("main"). A cut encoder has no final
+    norm (`ViTEncoder.truncate`), so its last kept block is read raw like the others."""
     _, kept = encoder.run_blocks(encoder.prepend_cls(encoder.embed_patches(images)), blocks)
     feats = [t[:, 0] for t in kept]
     if blocks[-1] == encoder.depth - 1:
@@ -102,14 +113,24 @@ Views = tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]  # (views [B, C, H
 
 
 def device_views(data: DeviceImages, global_scale_min: float, local_crops: int, local_scale: tuple[float, float],
-                 local_size: int | None = None) -> Callable[[torch.Tensor], Views]:
+                 local_size: int | None = None, photometric: bool = True) -> Callable[[torch.Tensor], Views]:
     """fetch(indices) -> views of arrays on the device: two global RandomResizedCrops (scale (min, 1)) at the
-    input size and `local_crops` small ones (`local_scale`) at `local_size` pixels (None = the input size)."""
+    input size and `local_crops` small ones (`local_scale`) at `local_size` pixels (None = the input size).
+
+    With `photometric`, each view then gets its BYOL photometric operations (`augment.BYOL_VIEWS`: global view 0
+    always blurred, view 1 blurred with p=0.1 and solarized with p=0.2, local crops blurred with p=0.5; all with
+    colour jitter and grayscale), as the stream's views. They are drawn from the global generator after all the
+    crops, so a seed gives the same crops with or without them."""
+    recipes = [BYOL_VIEWS["global0"], BYOL_VIEWS["global1"]] + [BYOL_VIEWS["local"]] * local_crops
+
     def fetch(idx: torch.Tensor) -> Views:
         with torch.no_grad():
             x = data.batch(idx)
             views = [random_resized_crop(x, (global_scale_min, 1.0)) for _ in range(2)]
             views += [random_resized_crop(x, local_scale, size=local_size) for _ in range(local_crops)]
+            if photometric:
+                views = [photometric_ops(v, data.pixel_mean, data.pixel_std, r.jitter_p, r.blur_p, r.solarize_p,
+                                         r.gray_p) for v, r in zip(views, recipes)]
         return views, data.labels[idx], idx
 
     return fetch
@@ -129,8 +150,8 @@ def loader_views(batch: Views) -> Views:
 
 def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Views], objective: str,
                    temperature: float, global_scale_min: float, local_crops: int, local_scale: tuple[float, float],
-                   keys: MomentumKeys | None = None, mixing: Mixing | None = None, local_size: int | None = None
-                   ) -> Callable[[object], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+                   keys: MomentumKeys | None = None, mixing: Mixing | None = None, local_size: int | None = None,
+                   photometric: bool = True) -> Callable[[object], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """step_fn(batch) -> (sum over heads of the mean loss term, metrics of the last head).
 
     `data` is the train split on the device (a batch is indices; views drawn by `device_views`) or a fetch
@@ -139,9 +160,10 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Vie
 
     Terms per head: each global view's anchor against the other global view's prediction (symmetric), plus each
     global anchor against each local view's prediction. The anchor is the stop-grad projection of the online
-    network (nna, nnclr) or the momentum key (moco, mochi); the queue holds the anchors of global view 0, is
-    queried before the push and never returns a sample's own entry. Local crops come at `local_size` pixels,
-    with their own token grid (one encoder pass per view size).
+    network (nna, nnclr) or the momentum key (moco, mochi); the queue holds the anchors of global view 0 (of both
+    global views for moco/mochi), is queried before the push and never returns a sample's own entry or a slot
+    that was never filled. Local crops come at `local_size` pixels, with their own token grid (one encoder pass
+    per view size).
 
     Metrics: alignment (the positive's softmax mass in the first term), nn_accuracy and nn_similarity (label
     agreement and cosine of the anchor's nearest queue entry).
@@ -154,7 +176,7 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Vie
     if (objective in MOMENTUM_OBJECTIVES) != (keys is not None) or (objective == "mochi") != (mixing is not None):
         raise ValueError(f"objective {objective!r}: momentum keys are for moco/mochi, mixing for mochi only")
 
-    fetch = device_views(data, global_scale_min, local_crops, local_scale, local_size) \
+    fetch = device_views(data, global_scale_min, local_crops, local_scale, local_size, photometric) \
         if isinstance(data, DeviceImages) else data
 
     def step(batch: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -181,7 +203,10 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Vie
                 terms = [loss(anchors[a], nns[a], preds[c], temperature, offset) for a, c in pairs]
                 align = positive_mass(anchors[0] if objective == "nna" else nn0, nn0, preds[1], temperature, offset)
             total = total + torch.stack(terms).mean()
-            queue.push(*(distributed.gather(t) for t in (anchors[0], idx, labels)))
+            # MoCo enqueues the keys of both global views (symmetrized MoCo: each is a negative for later
+            # queries); NNA/NNCLR enqueue one view's anchors, as MIM-Refiner's queue does
+            for view in (0, 1) if key_sets else (0,):
+                queue.push(*(distributed.gather(t) for t in (anchors[view], idx, labels)))
             metrics = {"alignment": align, "nn_accuracy": (nn_label == labels).float().mean(),
                        "nn_similarity": nn_sim.mean()}
         return total, metrics

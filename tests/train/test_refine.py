@@ -6,7 +6,6 @@ import copy
 import pytest
 import torch
 
-from pipeline.data.augment import random_resized_crop
 from pipeline.data.loader import DeviceImages, epoch_order
 from pipeline.models.vit import ViTEncoder
 from pipeline.objectives.moco import Mixing
@@ -14,8 +13,16 @@ from pipeline.train.checkpoint import Checkpointer
 from pipeline.train.finetune import layer_of
 from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
-from pipeline.train.queue import EMA, NNQueue
-from pipeline.train.refine_step import MomentumKeys, Refiner, device_views, head_blocks, pooled_views, refine_step_fn
+from pipeline.train.queue import EMA, NNQueue, ema_momentum, start_share
+from pipeline.train.refine_step import (
+    MomentumKeys,
+    Refiner,
+    device_views,
+    head_blocks,
+    head_features,
+    pooled_views,
+    refine_step_fn,
+)
 
 
 def test_queue__never_returns_own_entry_and_wraps():
@@ -47,8 +54,78 @@ def test_ema__update_is_exact():
     torch.testing.assert_close(ema.module.weight, 0.9 * before + 0.1 * online.weight.detach())
 
 
-def test_head_blocks__last_third_by_default():
-    assert head_blocks(6, 0) == [4, 5] and head_blocks(2, 0) == [1] and head_blocks(6, 3) == [3, 4, 5]
+def test_head_blocks__probe_places_heads_from_the_chosen_block_to_the_last():
+    """probe: chosen block .. last; last_third and a count: the last blocks; a count beyond the depth fails."""
+    assert head_blocks("probe", 1, 6) == [1, 2, 3, 4, 5] and head_blocks("probe", 5, 6) == [5]
+    assert head_blocks("probe", 4, 3) == [2]  # a cut encoder keeps at least its last block's head
+    assert head_blocks("last_third", 0, 6) == [4, 5] and head_blocks("last_third", 0, 2) == [1]
+    assert head_blocks(3, 0, 6) == [3, 4, 5]
+    with pytest.raises(ValueError, match="7 heads"):
+        head_blocks(7, 0, 6)
+
+
+def test_queue__never_returns_a_slot_that_was_never_filled():
+    """Unfilled slots (index -1) are never neighbours, even when their random vectors are the most similar."""
+    queue = NNQueue(size=8, dim=2, topk=4)
+    queue.x[:] = torch.tensor([1.0, 0.0])  # every unfilled slot is a perfect match of the query
+    queue.push(torch.tensor([[0.0, 1.0], [0.2, 1.0]]), torch.tensor([5, 6]), torch.tensor([3, 4]))
+    for _ in range(20):  # top-4 draws among 2 valid entries: only those two ever come back
+        nn, label, _ = queue.query(torch.tensor([[1.0, 0.0]]), torch.tensor([9]))
+        assert label.item() in (3, 4) and nn[0, 1].item() == 1.0
+
+
+def test_queue__empty_queue_returns_the_query_itself():
+    """Before the first push the positive is the query (label -1, similarity 1), never a random vector."""
+    queue = NNQueue(size=4, dim=3)
+    z = torch.randn(2, 3)
+    nn, label, sim = queue.query(z, torch.tensor([0, 1]))
+    assert torch.equal(nn, z) and label.tolist() == [-1, -1] and torch.equal(sim, torch.ones(2))
+
+
+def test_ema__warmup_follows_the_online_weights_and_start_share_is_the_product():
+    """With warmup the first update has momentum 1/10; start_share is m ** steps without warmup."""
+    online = torch.nn.Linear(2, 2)
+    ema = EMA(online, momentum=0.99, warmup=True)
+    before = copy.deepcopy(ema.module.weight.detach())
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    ema.update(online)
+    torch.testing.assert_close(ema.module.weight, 0.1 * before + 0.9 * online.weight.detach())
+    assert int(ema.updates) == 1 and ema_momentum(0.99, 1000, True) == 0.99
+    assert start_share(0.99, 78, False) == pytest.approx(0.99 ** 78)  # the 46% of the old default run
+    assert start_share(0.99, 3, True) == pytest.approx(1 / 10 * 2 / 11 * 3 / 12) and start_share(0.99, 78, True) < 1e-6
+
+
+def test_head_features__raw_blocks_and_the_final_norm_only_on_the_encoders_last_block():
+    """Non-final heads read the raw block; the last block goes through the final norm; a cut encoder has none."""
+    torch.manual_seed(0)
+    encoder = ViTEncoder(8, 2, 1, 16, 3, 2)
+    with torch.no_grad():
+        encoder.norm.weight.mul_(3.0)  # a norm that is visibly not the identity
+    x = torch.randn(4, 1, 8, 8)
+    raw = encoder.forward_intermediates(x, [1, 2], norm=False)
+    feats = head_features(encoder, x, [1, 2])
+    torch.testing.assert_close(feats[0], raw[0][:, 0])
+    torch.testing.assert_close(feats[1], encoder.norm(raw[1])[:, 0])
+    encoder.truncate(2)  # block 1 is now the last: its head reads it raw, not through block 2's norm
+    torch.testing.assert_close(head_features(encoder, x, [1])[0], raw[0][:, 0])
+    assert encoder.arch["final_norm"] is False and "norm.weight" not in encoder.state_dict()
+
+
+def test_fit__epoch_offset_draws_new_batches_and_crops():
+    """A second phase (epoch_offset) sees other batches and other random draws than the first phase's epoch 0."""
+    seen = []
+
+    def step(batch):
+        seen.append((batch.tolist(), torch.rand(1).item()))
+        return (model.weight ** 2).sum(), {}
+
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    for offset in (0, 1, 0):
+        fit(model, step, lambda e: epoch_order(32, 32, 0, e, torch.device("cpu")), opt, lambda s: 0.0, 1, 0,
+            epoch_offset=offset)
+    assert seen[0] != seen[1] and seen[0] == seen[2]
 
 
 def _setup(seed=0):
@@ -97,7 +174,7 @@ def test_refine__resumed_run_continues_queue_and_ema(tmp_path):
 def test_momentum_keys__update_is_exact_for_encoder_and_projectors():
     _, _, refiner, _ = _setup()
     keys = MomentumKeys(refiner, momentum=0.9)
-    before = {k: v.clone() for k, v in keys.state_dict().items()}
+    before = {k: v.clone() for k, v in keys.state_dict().items() if not k.endswith("updates")}
     with torch.no_grad():
         for p in refiner.parameters():
             p.add_(torch.randn_like(p))
@@ -106,7 +183,7 @@ def test_momentum_keys__update_is_exact_for_encoder_and_projectors():
               **{f"projectors.module.{k}": v for k, v in refiner.projectors().state_dict().items()}}
     assert set(online) == set(before)
     for name, value in keys.state_dict().items():
-        if value.dtype.is_floating_point:
+        if value.dtype.is_floating_point and name in before:
             torch.testing.assert_close(value, 0.9 * before[name] + 0.1 * online[name], rtol=0, atol=1e-6)
     assert not any("predictor" in k for k in keys.state_dict()), "MoCo keys skip the predictor"
 
@@ -127,11 +204,11 @@ def test_refine_step__every_objective_trains_and_fills_the_queue(objective):
     assert refiner.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
     queue = refiner.queues[0]
     assert set(queue.idx[:16].tolist()) == set(range(16))
-    if keys:  # the queue holds the momentum keys of global view 0: replay the step's crops to recompute them
+    if keys:  # the queue holds the momentum keys of both global views (symmetrized MoCo): replay the step's views
         torch.manual_seed(0)
-        x = data.batch(idx)
-        views = [random_resized_crop(x, (0.25, 1.0)) for _ in range(2)]
-        torch.testing.assert_close(queue.x[:16], keys.keys(torch.cat(views))[0][:16])
+        views, _, _ = device_views(data, 0.25, 0, (0.05, 0.25))(idx)
+        assert queue.idx.tolist() == list(range(16)) * 2
+        torch.testing.assert_close(queue.x, keys.keys(torch.cat(views[:2]))[0])
 
 
 def test_refine_step__local_crops_at_their_own_size_share_the_heads_with_the_global_views():
