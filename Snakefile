@@ -2,6 +2,7 @@
 # (which is generated from the same specs; tests/dag checks the two stay in parity).
 #   prepare -> pretrain[variant] -> probe[variant] -> refine[variant] -> probe_refined / evaluate_refined
 #                                -> analyze[variant], evaluate[variant];  baselines;  all -> report
+# Every per-variant job runs once per training seed (params `seeds`, the {seed} wildcard).
 # Run: snakemake --cores all    (then `dvc commit -f && snakemake --touch --cores 1`, or `make run`; see README)
 
 

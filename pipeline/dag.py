@@ -2,9 +2,20 @@
 
 The Snakefile builds its rules from these specs (rules/common.smk) and dvc.yaml is generated from them
 (`python -m pipeline.dag > dvc.yaml`; a test checks the committed file is current). Paths are templates:
-`{dataset}` is data.dataset, `{variant}` a key of pretrain.variants, `{refined}` a key of refine.variants and
-`{pretrained}` the pretrain variant that refinement starts from (Snakemake wildcards, DVC foreach keys/items).
-Code dependencies are computed, not listed: every pipeline module a stage imports, found statically.
+`{dataset}` is data.dataset, `{variant}` a key of pretrain.variants, `{refined}` a key of refine.variants,
+`{pretrained}` the pretrain variant that refinement starts from and `{seed}` one of the training `seeds`: every
+per-variant stage runs once per (variant, seed) and writes under <model>/seed<seed>/ (Snakemake wildcards, DVC
+matrix items). Code dependencies are computed, not listed: every pipeline module a stage imports, found statically.
+
+DVC: a per-variant stage is a `matrix` over the variants dict (its keys) and `${seeds}`, so seeds and variants
+stay live params (`dvc exp run -S seeds=[0,1,2]` needs no new dvc.yaml). A matrix item of a dict axis is its key
+only (dvc 3.67: `${item.refined}` is the name, the value is out of reach, treeverse/dvc#10094), and interpolation
+does not nest, so a stage whose paths name `{pretrained}` (refine, evaluate_refined) cannot look its source up.
+Those two stages are written once per pretrain variant, `<stage>-<pretrained>`, a matrix over the names of its
+refinements and `${seeds}`: the grouping of refine.variants by `pretrained` is read from params.yaml when dvc.yaml
+is generated. Adding, removing or re-pointing a refinement therefore means regenerating dvc.yaml (the test of the
+committed file fails otherwise, and DVC stops on the new refinement's missing model.pt, which probe_refined, a
+live matrix over refine.variants, depends on); changing its objective or any other key does not.
 """
 from __future__ import annotations
 
@@ -48,57 +59,64 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("prepare", "--out results/data/{dataset}",
           outs=("results/data/{dataset}/arrays.npz",),
           files=("results/data/{dataset}/fewshot.json", "results/data/{dataset}/card.json")),
-    Stage("pretrain", "--variant {variant} --data results/data/{dataset} --out results/pretrain/{variant} "
-                      "--plots results/plots",
+    Stage("pretrain", "--variant {variant} --seed {seed} --data results/data/{dataset} "
+                      "--out results/pretrain/{variant}/seed{seed} --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json"),
-          outs=("results/pretrain/{variant}/model.pt",),
-          files=("results/plots/pretrain_curve/{variant}.csv",),
-          metrics=("results/pretrain/{variant}/metrics.json",),
+          outs=("results/pretrain/{variant}/seed{seed}/model.pt",),
+          files=("results/plots/pretrain_curve/{variant}/seed{seed}.csv",),
+          metrics=("results/pretrain/{variant}/seed{seed}/metrics.json",),
           per="variant"),
-    Stage("probe", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
-                   "--out results/probe/{variant} --plots results/plots",
+    Stage("probe", "--variant {variant} --seed {seed} --data results/data/{dataset} "
+                   "--model results/pretrain/{variant}/seed{seed}/model.pt --out results/probe/{variant}/seed{seed} "
+                   "--plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
-                "results/pretrain/{variant}/model.pt"),
-          files=("results/probe/{variant}/blocks.json", "results/plots/knn_blocks/{variant}.csv"),
-          metrics=("results/probe/{variant}/metrics.json",),
+                "results/pretrain/{variant}/seed{seed}/model.pt"),
+          files=("results/probe/{variant}/seed{seed}/blocks.json", "results/plots/knn_blocks/{variant}/seed{seed}.csv"),
+          metrics=("results/probe/{variant}/seed{seed}/metrics.json",),
           per="variant"),
-    Stage("analyze", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
-                     "--out results/analyze/{variant}",
+    Stage("analyze", "--variant {variant} --seed {seed} --data results/data/{dataset} "
+                     "--model results/pretrain/{variant}/seed{seed}/model.pt --out results/analyze/{variant}/seed{seed}",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
-                "results/pretrain/{variant}/model.pt"),
-          files=("results/analyze/{variant}/frequency.csv", "results/analyze/{variant}/frequency.json"),
+                "results/pretrain/{variant}/seed{seed}/model.pt"),
+          files=("results/analyze/{variant}/seed{seed}/frequency.csv",
+                 "results/analyze/{variant}/seed{seed}/frequency.json"),
           per="variant"),
-    Stage("refine", "--variant {refined} --data results/data/{dataset} --model results/pretrain/{pretrained}/model.pt "
-                    "--probe results/probe/{pretrained}/blocks.json --out results/refine/{refined} "
+    Stage("refine", "--variant {refined} --seed {seed} --data results/data/{dataset} "
+                    "--model results/pretrain/{pretrained}/seed{seed}/model.pt "
+                    "--probe results/probe/{pretrained}/seed{seed}/blocks.json --out results/refine/{refined}/seed{seed} "
                     "--plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
-                "results/pretrain/{pretrained}/model.pt", "results/probe/{pretrained}/blocks.json"),
-          outs=("results/refine/{refined}/model.pt",),
-          files=("results/plots/refine_curve/{refined}.csv",),
-          metrics=("results/refine/{refined}/metrics.json",),
+                "results/pretrain/{pretrained}/seed{seed}/model.pt", "results/probe/{pretrained}/seed{seed}/blocks.json"),
+          outs=("results/refine/{refined}/seed{seed}/model.pt",),
+          files=("results/plots/refine_curve/{refined}/seed{seed}.csv",),
+          metrics=("results/refine/{refined}/seed{seed}/metrics.json",),
           per="refined"),
-    Stage("probe_refined", "--variant {refined} --data results/data/{dataset} "
-                           "--model results/refine/{refined}/model.pt --out results/probe/{refined} "
-                           "--plots results/plots",
+    Stage("probe_refined", "--variant {refined} --seed {seed} --data results/data/{dataset} "
+                           "--model results/refine/{refined}/seed{seed}/model.pt "
+                           "--out results/probe/{refined}/seed{seed} --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
-                "results/refine/{refined}/model.pt"),
-          files=("results/probe/{refined}/blocks.json", "results/plots/knn_blocks/{refined}.csv"),
-          metrics=("results/probe/{refined}/metrics.json",),
+                "results/refine/{refined}/seed{seed}/model.pt"),
+          files=("results/probe/{refined}/seed{seed}/blocks.json", "results/plots/knn_blocks/{refined}/seed{seed}.csv"),
+          metrics=("results/probe/{refined}/seed{seed}/metrics.json",),
           per="refined", runs="probe"),
-    Stage("evaluate_refined", "--variant {refined} --data results/data/{dataset} "
-                              "--model results/refine/{refined}/model.pt --out results/evaluate/{refined} "
-                              "--plots results/plots",
+    # --pretrained: the cut-only control (the pretrained encoder cut at the refined depth) when refine cut it
+    Stage("evaluate_refined", "--variant {refined} --seed {seed} --data results/data/{dataset} "
+                              "--model results/refine/{refined}/seed{seed}/model.pt "
+                              "--pretrained results/pretrain/{pretrained}/seed{seed}/model.pt "
+                              "--out results/evaluate/{refined}/seed{seed} --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
-                "results/data/{dataset}/fewshot.json", "results/refine/{refined}/model.pt"),
-          files=("results/evaluate/{refined}/details.json", "results/plots/spectrum/{refined}.csv"),
-          metrics=("results/evaluate/{refined}/metrics.json",),
+                "results/data/{dataset}/fewshot.json", "results/refine/{refined}/seed{seed}/model.pt",
+                "results/pretrain/{pretrained}/seed{seed}/model.pt"),
+          files=("results/evaluate/{refined}/seed{seed}/details.json", "results/plots/spectrum/{refined}/seed{seed}.csv"),
+          metrics=("results/evaluate/{refined}/seed{seed}/metrics.json",),
           per="refined", runs="evaluate"),
-    Stage("evaluate", "--variant {variant} --data results/data/{dataset} --model results/pretrain/{variant}/model.pt "
-                      "--out results/evaluate/{variant} --plots results/plots",
+    Stage("evaluate", "--variant {variant} --seed {seed} --data results/data/{dataset} "
+                      "--model results/pretrain/{variant}/seed{seed}/model.pt --out results/evaluate/{variant}/seed{seed} "
+                      "--plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
-                "results/data/{dataset}/fewshot.json", "results/pretrain/{variant}/model.pt"),
-          files=("results/evaluate/{variant}/details.json", "results/plots/spectrum/{variant}.csv"),
-          metrics=("results/evaluate/{variant}/metrics.json",),
+                "results/data/{dataset}/fewshot.json", "results/pretrain/{variant}/seed{seed}/model.pt"),
+          files=("results/evaluate/{variant}/seed{seed}/details.json", "results/plots/spectrum/{variant}/seed{seed}.csv"),
+          metrics=("results/evaluate/{variant}/seed{seed}/metrics.json",),
           per="variant"),
     Stage("baselines", "--data results/data/{dataset} --out results/evaluate/baselines --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
@@ -106,16 +124,18 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           files=("results/evaluate/baselines/details.json", "results/plots/knn_blocks/random-init.csv",
                  "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv"),
           metrics=("results/evaluate/baselines/metrics.json",)),
+    # every seed of every model: the report aggregates each metric over seeds (mean, std, n)
     Stage("report", "--probe results/probe --pretrain results/pretrain --analyze results/analyze "
                     "--evaluate results/evaluate --refine results/refine --plots results/plots "
                     "--out results/report",
-          deps=("results/probe/{variant}/blocks.json", "results/pretrain/{variant}/metrics.json",
-                "results/analyze/{variant}/frequency.csv", "results/analyze/{variant}/frequency.json",
-                "results/evaluate/{variant}/metrics.json", "results/evaluate/{variant}/details.json",
-                "results/plots/spectrum/{variant}.csv",
-                "results/probe/{refined}/blocks.json", "results/evaluate/{refined}/metrics.json",
-                "results/evaluate/{refined}/details.json", "results/refine/{refined}/metrics.json",
-                "results/plots/spectrum/{refined}.csv",
+          deps=("results/probe/{variant}/seed{seed}/blocks.json", "results/pretrain/{variant}/seed{seed}/metrics.json",
+                "results/analyze/{variant}/seed{seed}/frequency.csv",
+                "results/analyze/{variant}/seed{seed}/frequency.json",
+                "results/evaluate/{variant}/seed{seed}/metrics.json", "results/evaluate/{variant}/seed{seed}/details.json",
+                "results/plots/spectrum/{variant}/seed{seed}.csv",
+                "results/probe/{refined}/seed{seed}/blocks.json", "results/evaluate/{refined}/seed{seed}/metrics.json",
+                "results/evaluate/{refined}/seed{seed}/details.json", "results/refine/{refined}/seed{seed}/metrics.json",
+                "results/plots/spectrum/{refined}/seed{seed}.csv",
                 "results/evaluate/baselines/metrics.json", "results/evaluate/baselines/details.json",
                 "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv"),
           files=("results/report/summary.csv", "results/report/summary.md", "results/report/knn_blocks.png",
@@ -124,7 +144,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           metrics=("results/report/metrics.json",)),
 )}
 
-# top-level DVC plots: a folder of per-variant CSVs each, drawn as one figure
+# top-level DVC plots: a folder of per-model CSVs each (<model>/seed<seed>.csv), drawn as one figure
 PLOTS = {
     "results/plots/knn_blocks": {"x": "block", "y": ["cls", "mean_patch"],
                                  "title": "k-NN accuracy per block (validation split)"},
@@ -140,8 +160,9 @@ PLOTS = {
     "results/report/spectrum.png": {},
 }
 
-# the params dict each kind of per-variant stage iterates over
-FOREACH = {"variant": "pretrain.variants", "refined": "refine.variants"}
+# the params dict each kind of per-variant stage iterates over (with the training seeds)
+MATRIX = {"variant": "pretrain.variants", "refined": "refine.variants"}
+SEEDS = "seeds"
 
 
 def _module_file(module: str) -> Path | None:
@@ -185,45 +206,87 @@ def code_deps(module: str) -> list[str]:
     return sorted(files)
 
 
-def _dvc_path(template: str, per: str = "") -> str:
+def _dvc_path(template: str, per: str = "", pretrained: str = "") -> str:
+    """A path or command template in DVC's syntax: `${data.dataset}`, the matrix items, a literal pretrained name."""
     path = template.replace("{dataset}", "${data.dataset}")
     if per:
-        path = path.replace("{" + per + "}", "${key}").replace("{pretrained}", "${item.pretrained}")
+        path = path.replace("{" + per + "}", "${item." + per + "}").replace("{seed}", "${item.seed}")
+        path = path.replace("{pretrained}", pretrained)
     return path
 
 
-def dvc_stage(stage: Stage) -> dict:
-    """The dvc.yaml entry of `stage` (a foreach over pretrain.variants or refine.variants when it runs per one)."""
+def names_pretrained(stage: Stage) -> bool:
+    """Whether the stage's command or deps name its refinement's source (then DVC needs one entry per source)."""
+    return any("{pretrained}" in t for t in (stage.args, *stage.deps))
+
+
+def _dvc_body(stage: Stage, pretrained: str = "") -> dict:
     deps = code_deps(stage.module)
     for d in stage.deps:
         # a stage over all variants depends on the folder that holds every variant's file
         if not stage.per and ("{variant}" in d or "{refined}" in d):
             d = d.split("/{")[0]
-        deps.append(_dvc_path(d, stage.per))
-    body: dict = {"cmd": _dvc_path(stage.cmd, stage.per), "deps": list(dict.fromkeys(deps)),
-                  "params": [p.replace("{variant}", "${key}") for p in stage.params]}
-    outs = [_dvc_path(o, stage.per) for o in stage.outs]
-    outs += [{_dvc_path(f, stage.per): {"cache": False}} for f in stage.files]
+        deps.append(_dvc_path(d, stage.per, pretrained))
+    item = "${item." + stage.per + "}"
+    body: dict = {"cmd": _dvc_path(stage.cmd, stage.per, pretrained), "deps": list(dict.fromkeys(deps)),
+                  "params": [p.replace("{variant}", item) for p in stage.params]}
+    outs = [_dvc_path(o, stage.per, pretrained) for o in stage.outs]
+    outs += [{_dvc_path(f, stage.per, pretrained): {"cache": False}} for f in stage.files]
     if outs:
         body["outs"] = outs
     if stage.metrics:
-        body["metrics"] = [{_dvc_path(m, stage.per): {"cache": False}} for m in stage.metrics]
-    if stage.per:
-        return {"foreach": "${" + FOREACH[stage.per] + "}", "do": body}
+        body["metrics"] = [{_dvc_path(m, stage.per, pretrained): {"cache": False}} for m in stage.metrics]
     return body
 
 
-def dvc_yaml() -> dict:
-    """The whole dvc.yaml document."""
-    return {"stages": {name: dvc_stage(s) for name, s in STAGES.items()},
-            "plots": [{path: props} if props else path for path, props in PLOTS.items()]}
+def dvc_stages(stage: Stage, params: dict) -> dict[str, dict]:
+    """The dvc.yaml entries of `stage`: itself, or a matrix over its variants dict and `${seeds}` when it runs per
+    (variant, seed); a stage naming `{pretrained}` gets one matrix per pretrain variant over its refinements."""
+    if not stage.per:
+        return {stage.name: _dvc_body(stage)}
+    seeds = "${" + SEEDS + "}"
+    if not names_pretrained(stage):
+        return {stage.name: {"matrix": {stage.per: "${" + MATRIX[stage.per] + "}", "seed": seeds},
+                             **_dvc_body(stage)}}
+    by_source: dict[str, list[str]] = {}
+    for name, spec in params["refine"]["variants"].items():
+        by_source.setdefault(spec["pretrained"], []).append(name)
+    return {f"{stage.name}-{source}": {"matrix": {stage.per: refined, "seed": seeds}, **_dvc_body(stage, source)}
+            for source, refined in by_source.items()}
 
 
-def main() -> int:
+def dvc_yaml(params: dict) -> dict:
+    """The whole dvc.yaml document for `params` (only refine.variants' grouping by pretrained is read)."""
+    stages: dict = {}
+    for stage in STAGES.values():
+        stages.update(dvc_stages(stage, params))
+    return {"stages": stages, "plots": [{path: props} if props else path for path, props in PLOTS.items()]}
+
+
+def rule_of(dvc_name: str) -> str:
+    """The stage (Snakemake rule) of an expanded DVC stage name: `refine-mae@mae_nna-0` -> `refine`."""
+    return dvc_name.split("@")[0].split("-")[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     import yaml
 
-    header = "# Generated by `python -m pipeline.dag > dvc.yaml` from pipeline/dag.py; do not edit by hand.\n"
-    sys.stdout.write(header + yaml.safe_dump(dvc_yaml(), sort_keys=False, width=120))
+    from pipeline.config import load_params
+    from pipeline.errors import ConfigError
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.dag", description="print dvc.yaml")
+    parser.add_argument("--params", default="params.yaml", help="read for refine.variants' pretrained sources")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    header = ("# Generated by `python -m pipeline.dag > dvc.yaml` from pipeline/dag.py and params.yaml (refine.variants'\n"
+              "# pretrained sources); do not edit by hand.\n")
+    sys.stdout.write(header + yaml.safe_dump(dvc_yaml(params), sort_keys=False, width=120))
     return 0
 
 

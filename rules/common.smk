@@ -2,14 +2,20 @@
 # params.yaml is read (and validated) through pipeline.config, the same loader every stage uses, so a bad
 # params file stops the workflow before any job runs.
 import json
+import sys
 
 from pipeline import config as pipeline_config
 from pipeline.dag import STAGES, code_deps
 
-PARAMS = pipeline_config.load_params("params.yaml")
+try:
+    PARAMS = pipeline_config.load_params("params.yaml")
+except pipeline_config.ConfigError as err:  # one line naming the key, exit 2, as every stage does
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
 DATASET = PARAMS["data"]["dataset"]
 VARIANTS = list(PARAMS["pretrain"]["variants"])
 REFINED = PARAMS["refine"]["variants"]  # name -> {pretrained, objective}
+SEEDS = [str(s) for s in PARAMS["seeds"]]  # training seeds: every per-variant job runs once per seed
 THREADS = PARAMS["runtime"]["threads"]
 CONDA_ENV = "envs/pipeline.yaml"
 
@@ -18,23 +24,26 @@ CONDA_ENV = "envs/pipeline.yaml"
 wildcard_constraints:
     variant="|".join(VARIANTS),
     refined="|".join(REFINED),
+    seed=r"\d+",
 
 
-def _fill(template, refined=None):
+def _fill(template, refined=None, seed=None):
     path = template.replace("{dataset}", DATASET)
     if refined is not None:
         path = path.replace("{refined}", refined).replace("{pretrained}", REFINED[refined]["pretrained"])
+    if seed is not None:
+        path = path.replace("{seed}", seed)
     return path
 
 
 def _over_variants(templates):
-    """Each template expanded over every variant of the kind it names (or as is)."""
+    """Each template expanded over every variant of the kind it names and every seed (or as is)."""
     out = []
     for t in templates:
         if "{variant}" in t:
-            out += expand(_fill(t), variant=VARIANTS)
+            out += expand(_fill(t), variant=VARIANTS, seed=SEEDS)
         elif "{refined}" in t:
-            out += [_fill(t, r) for r in REFINED]
+            out += [_fill(t, r, s) for r in REFINED for s in SEEDS]
         else:
             out.append(_fill(t))
     return out
@@ -48,7 +57,7 @@ def stage_inputs(name):
     stage = STAGES[name]
     code = code_deps(stage.module)
     if stage.per == "refined":
-        return lambda wildcards: code + [_fill(d, wildcards.refined) for d in stage.deps]
+        return lambda wildcards: code + [_fill(d, wildcards.refined, wildcards.seed) for d in stage.deps]
     return code + ([_fill(d) for d in stage.deps] if stage.per else _over_variants(stage.deps))
 
 
@@ -83,8 +92,8 @@ def stage_command(name):
 
     def command(wildcards):
         if stage.per == "refined":
-            return _fill(stage.cmd, wildcards.refined)
-        return _fill(stage.cmd).replace("{variant}", wildcards.get("variant", ""))
+            return _fill(stage.cmd, wildcards.refined, wildcards.seed)
+        return _fill(stage.cmd, seed=wildcards.get("seed")).replace("{variant}", wildcards.get("variant", ""))
 
     return command
 
@@ -95,7 +104,7 @@ def all_targets():
 
 def stage_log(name):
     per = STAGES[name].per
-    return f"logs/{name}/{{{per}}}.log" if per else f"logs/{name}.log"
+    return f"logs/{name}/{{{per}}}/seed{{seed}}.log" if per else f"logs/{name}.log"
 
 
 def stage_gpus(name):

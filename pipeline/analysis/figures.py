@@ -1,4 +1,8 @@
-"""Seaborn figures written as PNG."""
+"""Seaborn figures written as PNG.
+
+Every figure takes, per model, a list with one entry per training seed (one entry for a model that ran once) and
+draws the mean over seeds with the spread of one standard deviation (errorbar="sd"); one seed draws no band.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,43 +27,50 @@ def _save(fig: plt.Figure, path: str | Path, legend_of: plt.Axes | None = None) 
     plt.close(fig)
 
 
-def knn_blocks_figure(curves: dict[str, list[dict[str, float]]], path: str | Path) -> None:
+def knn_blocks_figure(curves: dict[str, list[list[dict[str, float]]]], path: str | Path) -> None:
     """Per-block k-NN accuracy, one panel per feature, one line per model (variants and the random-init floor).
 
     Args:
-        curves: model -> rows of {block, cls, mean_patch} (accuracies 0..1).
+        curves: model -> per seed, rows of {block, cls, mean_patch} (accuracies 0..1).
     """
     rows = [{"block": r["block"], "feature": feature, "model": model, "knn": 100 * r[feature]}
-            for model, model_rows in curves.items() for r in model_rows for feature in ("cls", "mean_patch")]
+            for model, seeds in curves.items() for model_rows in seeds for r in model_rows
+            for feature in ("cls", "mean_patch")]
     df = pd.DataFrame(rows)
     sns.set_theme(style="whitegrid", context="paper")
     grid = sns.relplot(df, x="block", y="knn", hue="model", col="feature", kind="line", marker="o",
-                       height=3, aspect=1.3)
+                       errorbar="sd", height=3, aspect=1.3)
     grid.set_axis_labels("block (0-based)", "k-NN accuracy on val (%)")
     _save(grid.figure, path)
 
 
-def frequency_figure(spectra: dict[str, pd.DataFrame], path: str | Path) -> None:
+def frequency_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path) -> None:
     """Δ log amplitude from frequency 0 to π, one panel per variant, one line per block (dark = deep).
 
     Args:
-        spectra: variant -> frequency.csv content (block, relative_depth, frequency, dlog_amplitude).
+        spectra: variant -> per seed, frequency.csv content (block, relative_depth, frequency, dlog_amplitude).
     """
-    df = pd.concat([s.assign(model=v) for v, s in spectra.items()], ignore_index=True)
+    df = pd.concat([s.assign(model=v) for v, seeds in spectra.items() for s in seeds], ignore_index=True)
     sns.set_theme(style="whitegrid", context="paper")
     grid = sns.relplot(df, x="frequency", y="dlog_amplitude", hue="block", col="model", kind="line",
-                       palette="viridis", height=3, aspect=1.1)
+                       palette="viridis", errorbar="sd", height=3, aspect=1.1)
     grid.set_axis_labels("frequency (x π)", "Δ log amplitude")
     _save(grid.figure, path)
 
 
-def fusion_weights_figure(weights: dict[str, dict[str, float]], path: str | Path) -> None:
-    """MFF's normalized weight per fused block, one bar group per variant; a note when no variant fuses."""
-    rows = [{"model": v, "block": int(b), "weight": w} for v, ws in weights.items() for b, w in ws.items()]
+def fusion_weights_figure(weights: dict[str, list[dict[str, float]]], path: str | Path) -> None:
+    """MFF's normalized weight per fused block, one bar group per variant (mean over seeds, sd as error bars); a
+    note when no variant fuses.
+
+    Args:
+        weights: variant -> per seed, {block: weight}.
+    """
+    rows = [{"model": v, "block": int(b), "weight": w} for v, seeds in weights.items() for ws in seeds
+            for b, w in ws.items()]
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(4.5, 3))
     if rows:
-        sns.barplot(pd.DataFrame(rows), x="block", y="weight", hue="model", ax=ax)
+        sns.barplot(pd.DataFrame(rows), x="block", y="weight", hue="model", errorbar="sd", ax=ax)
         ax.set(xlabel="fused block (0-based)", ylabel="normalized weight")
     else:
         ax.text(0.5, 0.5, "no MFF variant in params.yaml", ha="center", va="center")
@@ -67,14 +78,14 @@ def fusion_weights_figure(weights: dict[str, dict[str, float]], path: str | Path
     _save(fig, path, legend_of=ax)
 
 
-def fewshot_figure(runs: dict[str, dict[str, dict]], path: str | Path) -> None:
-    """Few-shot accuracy over shots per model, mean with the std over the fixed splits as error bars.
+def fewshot_figure(runs: dict[str, list[dict[str, dict]]], path: str | Path) -> None:
+    """Few-shot accuracy over shots per model, mean with the std over the fixed splits and the seeds as error bars.
 
     Args:
-        runs: model -> the "fewshot" entry of its details.json ({shots: {"runs": [...]}}).
+        runs: model -> per seed, the "fewshot" entry of its details.json ({shots: {"runs": [...]}}).
     """
-    rows = [{"model": m, "shots": int(k), "accuracy": 100 * a} for m, fs in runs.items() for k, v in fs.items()
-            for a in v["runs"]]
+    rows = [{"model": m, "shots": int(k), "accuracy": 100 * a} for m, seeds in runs.items() for fs in seeds
+            for k, v in fs.items() for a in v["runs"]]
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(4.8, 3.2))
     sns.lineplot(pd.DataFrame(rows), x="shots", y="accuracy", hue="model", marker="o", errorbar="sd", ax=ax)
@@ -83,17 +94,17 @@ def fewshot_figure(runs: dict[str, dict[str, dict]], path: str | Path) -> None:
     _save(fig, path, legend_of=ax)
 
 
-def spectrum_figure(spectra: dict[str, pd.DataFrame], path: str | Path) -> None:
+def spectrum_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path) -> None:
     """Singular values of each model's feature covariance, sorted, on a log scale (dimensional collapse shows as
     a tail that drops toward 0); the index axis is relative so features of different widths share one panel.
 
     Args:
-        spectra: model -> spectrum rows (index, singular_value, log10_singular_value).
+        spectra: model -> per seed, spectrum rows (index, singular_value, log10_singular_value).
     """
-    df = pd.concat([s.assign(model=m, rank=s["index"] / max(len(s) - 1, 1)) for m, s in spectra.items()],
-                   ignore_index=True)
+    df = pd.concat([s.assign(model=m, rank=s["index"] / max(len(s) - 1, 1)) for m, seeds in spectra.items()
+                    for s in seeds], ignore_index=True)
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    sns.lineplot(df, x="rank", y="log10_singular_value", hue="model", ax=ax)
+    sns.lineplot(df, x="rank", y="log10_singular_value", hue="model", errorbar="sd", ax=ax)
     ax.set(xlabel="singular value index / feature width", ylabel="log10 singular value", ylim=(-12, None))
     _save(fig, path, legend_of=ax)

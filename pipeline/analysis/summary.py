@@ -5,6 +5,8 @@ import pandas as pd
 
 # accuracy-like columns are shown as percentages; the rest as numbers
 PERCENT_PREFIXES = ("knn", "linear", "fewshot", "kmeans_acc", "finetune", "val_knn")
+# after a number whose grid capped its val selection (pipeline/eval/selection.py; column edge_picks names the key)
+EDGE_MARK = "⚠"
 
 
 def best_block(curve: list[float]) -> int:
@@ -19,39 +21,72 @@ def val_knn(rows: list[dict[str, float]]) -> dict[str, float]:
     return {"val_knn_best": curve[b], "val_knn_best_block": b, "val_knn_last": curve[-1]}
 
 
+def edge_picks(details: dict) -> str | float:
+    """The metrics of an evaluate details.json whose grid capped the val selection (its record's "edge"), each with
+    the params key to widen ("linear (widen evaluate.linear.lrs); fewshot_2 (widen evaluate.fewshot_cs)"), or NaN if none.
+    Protocols without a selection record (details.json written before grids recorded them) are not marked."""
+    picks = {"linear": details.get("linear", {}).get("selection"),
+             **{f"fewshot_{shots}": v.get("selection") for shots, v in details.get("fewshot", {}).items()}}
+    return "; ".join(f"{m} (widen {sel['key']})" for m, sel in picks.items() if sel and sel["edge"]) or float("nan")
+
+
 def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]],
-                  baselines: dict[str, dict[str, float]]) -> pd.DataFrame:
+                  baselines: dict[str, dict[str, float]], baseline_details: dict[str, dict] | None = None
+                  ) -> pd.DataFrame:
     """Rows for each model the DAG trained (pretrained and refined variants), then random-init and raw pixels.
+
+    k-NN columns: knn_<protocol>_<pool> for each protocol of pipeline/eval/knn.py, and knn_<pool> for the one
+    params evaluate.knn_headline names. A column edge_picks (only when some grid capped its selection) names the
+    metrics whose val accuracy was best at an end of the grid, beyond noise, and the key to widen; markdown_table
+    marks them.
 
     Args:
         models: name -> {"eval": evaluate metrics.json (test-split protocols), "blocks": the probe's per-block
-            rows on val, "extra": further columns (depth, pretraining loss, Fourier statistic, refine metrics)}.
+            rows on val, "details": evaluate details.json, "extra": further columns (depth, pretraining loss,
+            Fourier statistic, refine metrics)}.
         random_blocks: the random-init encoder's per-block k-NN rows (baselines details.json).
         baselines: "random-init" | "pixels" -> baselines metrics.json entries.
+        baseline_details: the baselines details.json, for their edge picks (None: not marked).
     """
-    rows = [{"model": name, **m["eval"], **val_knn(m["blocks"]), **m["extra"]} for name, m in models.items()]
+    rows = [{"model": name, **m["eval"], **val_knn(m["blocks"]), **m["extra"], "edge_picks": edge_picks(m["details"])}
+            for name, m in models.items()]
     rows.append({"model": "random-init", **baselines["random-init"], **val_knn(random_blocks)})
     rows.append({"model": "pixels", **baselines["pixels"]})
+    for row in rows[-2:]:
+        row["edge_picks"] = edge_picks(baseline_details[row["model"]]) if baseline_details else float("nan")
     table = pd.DataFrame(rows)
-    first_cols = ["model", "knn_cls", "knn_mean_patch", "linear"]
+    if table["edge_picks"].isna().all():
+        table = table.drop(columns="edge_picks")
+    first_cols = ["model", "knn_cls", "knn_mean_patch"]
+    first_cols += sorted(c for c in table if c.startswith("knn_") and c not in first_cols)
+    first_cols += ["linear"]
     first_cols += sorted((c for c in table if c.startswith("fewshot_")), key=lambda c: int(c.split("_")[1]))
     first_cols += [c for c in ("kmeans_acc", "kmeans_nmi", "kmeans_ari", "finetune", "rankme", "hard_rank",
                                "alignment", "uniformity") if c in table]
     return table[first_cols + [c for c in table if c not in first_cols]]
 
 
+def _edge_metrics(cell: object) -> set[str]:
+    """The metric names of an edge_picks cell (seeds aggregated join their cells with '/'), or none."""
+    if not isinstance(cell, str):
+        return set()
+    return {item.strip().split(" ")[0] for part in cell.split("/") for item in part.split(";") if item.strip()}
+
+
 def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-markdown rendering: accuracies in percent with one decimal, blanks where a metric does not apply."""
+    """A GitHub-markdown rendering: accuracies in percent with one decimal, blanks where a metric does not apply,
+    and `EDGE_MARK` after a number whose grid capped its val selection (column edge_picks)."""
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in table.iterrows():
+        edges = _edge_metrics(row.get("edge_picks"))
         cells = []
         for c in cols:
             v = row[c]
             if isinstance(v, float) and pd.isna(v):
                 cells.append("")
             elif c.startswith(PERCENT_PREFIXES) and not c.endswith("_block"):
-                cells.append(f"{100 * v:.1f}")
+                cells.append(f"{100 * v:.1f}" + (EDGE_MARK if c in edges else ""))
             elif isinstance(v, float) and not float(v).is_integer():
                 cells.append(f"{v:.4g}")
             else:

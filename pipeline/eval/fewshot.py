@@ -1,19 +1,44 @@
-"""Few-shot evaluation: logistic regression on L2-normalized frozen features, over fixed splits."""
+"""Few-shot evaluation: logistic regression on standardized, L2-normalized frozen features, over fixed splits."""
 from __future__ import annotations
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+
+from pipeline.eval.knn import STANDARDIZE_EPS
+from pipeline.eval.selection import grid_pick
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
 
 
+def fewshot_features(train_f: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Standardize every set per dimension with the whole (unlabelled) train split's mean and std, then L2-normalize
+    each row; float64 for the solver.
+
+    MSN's protocol (reference/ssl_eval.md 1.3; cyanure `preprocess(centering=True, normalize=True)`) centers and
+    L2-normalizes each row and fits without intercept (kept here). Centering a row does not remove a direction
+    that every feature shares, and MAE features can have one (RankMe 2.3 after L2 normalization in the default run
+    of commit ac12c4d): the samples then differ by a small residual that only a very weak L2 penalty can fit, and
+    that run picked the largest C of its grid at every shot count. Per-dimension standardization with the train
+    split's statistics, the transform of the mim_refiner k-NN (pipeline/eval/knn.py), removes it; it reads no
+    labels, and val and test use the train statistics.
+
+    Args:
+        train_f: [N, D] features of the whole train split (the statistics); others: further [M, D] sets.
+    Returns:
+        [train, *others], each [., D] float64.
+    """
+    x = train_f.astype(np.float64)
+    mean, std = x.mean(0), x.std(0, ddof=1) + STANDARDIZE_EPS
+    return [l2_normalize((f.astype(np.float64) - mean) / std) for f in (x, *others)]
+
+
 def _split_accuracies(train_f, train_y, eval_sets, by_seed, c) -> list[list[float]]:
     """Accuracy on each eval set of one classifier per split: [eval set][split]."""
     accs: list[list[float]] = [[] for _ in eval_sets]
     for _, idx in sorted(by_seed.items()):
-        clf = LogisticRegression(C=c, max_iter=2000).fit(train_f[idx], train_y[idx])
+        clf = LogisticRegression(C=c, fit_intercept=False, max_iter=2000).fit(train_f[idx], train_y[idx])
         for i, (f, y) in enumerate(eval_sets):
             accs[i].append(float((clf.predict(f) == y).mean()))
     return accs
@@ -21,26 +46,32 @@ def _split_accuracies(train_f, train_y, eval_sets, by_seed, c) -> list[list[floa
 
 def fewshot_accuracy(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                      test: tuple[np.ndarray, np.ndarray], splits: dict[int, dict[int, np.ndarray]],
-                     cs: list[float]) -> dict[str, dict]:
+                     cs: list[float], grid_key: str = "evaluate.fewshot_cs") -> dict[str, dict]:
     """Accuracy for each number of shots, as mean and std over the fixed splits of prepare.
 
-    For each shot count the regularization C is the one with the best mean accuracy on val; test is then read
-    once, with the classifiers of that C.
+    Features go through `fewshot_features`; the classifier is an L2-penalized logistic regression without
+    intercept (as MSN's). For each shot count, C is chosen on val by the one-standard-error rule
+    (`selection.grid_pick`, rule one_se): the smallest C whose mean val accuracy is within one binomial SE of the
+    best. Above some C the accuracy is flat (the fit approaches the unregularized one), and the argmax on that
+    plateau is val noise. Test is then read once, with the classifiers of that C.
 
     Args:
         train: features [N, D] and labels of the train split the split indices point into.
         val, test: features and labels of the selection and evaluation sets.
         splits: shots -> seed -> train indices (class-balanced, from fewshot.json).
-        cs: candidate inverse L2 strengths of the logistic regression.
+        cs: candidate inverse L2 strengths (at least two); grid_key: their params key, named on an edge pick.
     Returns:
-        {"<shots>": {"c": chosen C, "mean": .., "std": .., "runs": [..]}} with accuracies in 0..1.
+        {"<shots>": {"c": chosen C, "mean": .., "std": .., "runs": [..], "selection": the grid_pick record}}
+        with accuracies in 0..1.
     """
-    norm = lambda pair: (l2_normalize(pair[0].astype(np.float64)), pair[1])  # noqa: E731
-    (train_f, train_y), val, test = norm(train), norm(val), norm(test)
+    train_f, val_f, test_f = fewshot_features(train[0], val[0], test[0])
+    train_y, val_set, test_set = train[1], (val_f, val[1]), (test_f, test[1])
     out = {}
     for shots, by_seed in sorted(splits.items()):
-        val_mean = {c: float(np.mean(_split_accuracies(train_f, train_y, [val], by_seed, c)[0])) for c in cs}
-        best = max(cs, key=lambda c: (val_mean[c], -c))
-        runs = _split_accuracies(train_f, train_y, [test], by_seed, best)[0]
-        out[str(shots)] = {"c": best, "mean": float(np.mean(runs)), "std": float(np.std(runs)), "runs": runs}
+        val_mean = {c: float(np.mean(_split_accuracies(train_f, train_y, [val_set], by_seed, c)[0])) for c in cs}
+        selection = grid_pick(val_mean, grid_key, len(val[1]), "one_se")
+        best = selection["pick"]
+        runs = _split_accuracies(train_f, train_y, [test_set], by_seed, best)[0]
+        out[str(shots)] = {"c": best, "mean": float(np.mean(runs)), "std": float(np.std(runs)), "runs": runs,
+                           "selection": selection}
     return out

@@ -1,14 +1,57 @@
-"""Weighted k-NN classifier on cosine similarity (InstDisc/DINO; reference/ssl_eval.md 1.1)."""
+"""Weighted k-NN classifiers on cosine similarity, and the named protocols the stages run.
+
+Two protocols, by name (`KNN_PROTOCOLS`; params `probe.knn` and `evaluate.knn_headline` pick from it):
+- `mim_refiner`: MIM-Refiner's (reference/mim_refiner.md 2.2 and 4; its `src/metrics/knn.py`): each feature
+  dimension standardized with the bank's (train split's) mean and std (+1e-6), then L2-normalized; the 10 most
+  cosine-similar bank samples vote with weights exp(sim / 0.07), as in DINO.
+- `dino`: DINO's `eval_knn.py` (reference/ssl_eval.md 1.1): no standardization, k=20, weights exp(sim / 0.07).
+Which features go in is the caller's: the probe passes each block's raw output, as MIM-Refiner's per-block k-NN
+(no LayerNorm); evaluate passes the encoder's output, after the final norm (MIM-Refiner's evaluation reads the
+last block without it; standardizing undoes that norm's per-dimension affine, not its per-sample scaling).
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+# added to the std before dividing (MIM-Refiner's knn.py), so a constant dimension does not divide by zero
+STANDARDIZE_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class KnnProtocol:
+    """A k-NN evaluation protocol: neighbours, vote temperature, and whether features are standardized first."""
+
+    k: int
+    temperature: float
+    standardize: bool
+
+
+KNN_PROTOCOLS: dict[str, KnnProtocol] = {
+    "mim_refiner": KnnProtocol(k=10, temperature=0.07, standardize=True),
+    "dino": KnnProtocol(k=20, temperature=0.07, standardize=False),
+}
+
+
+def knn_protocol(name: str) -> KnnProtocol:
+    """The protocol called `name`; an unknown name raises ValueError listing the known ones."""
+    if name not in KNN_PROTOCOLS:
+        raise ValueError(f"unknown k-NN protocol {name!r} (known: {', '.join(KNN_PROTOCOLS)})")
+    return KNN_PROTOCOLS[name]
+
 
 def standardize(train_f: torch.Tensor, test_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Center and scale both sets per dimension with the train set's mean and std (MIM-Refiner's k-NN)."""
+    """Center and scale both sets per dimension with the train set's mean and (unbiased) std + `STANDARDIZE_EPS`.
+
+    Args:
+        train_f: [N, D] bank features, the only source of the statistics; test_f: [M, D] query features.
+    Returns:
+        Both sets standardized, in their input dtypes.
+    """
     train32 = train_f.float()
-    mean, std = train32.mean(0, keepdim=True), train32.std(0, keepdim=True).clamp(min=1e-6)
+    mean, std = train32.mean(0, keepdim=True), train32.std(0, keepdim=True) + STANDARDIZE_EPS
     return ((train32 - mean) / std).to(train_f.dtype), ((test_f.float() - mean) / std).to(test_f.dtype)
 
 
@@ -52,3 +95,10 @@ def knn_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     pred = knn_predict(train_f, train_y, test_f, num_classes, k, temperature, chunk_size)
     return float((pred == test_y).float().mean())
+
+
+def protocol_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+                      protocol: KnnProtocol, chunk_size: int = 1024) -> float:
+    """Top-1 accuracy (0..1) of a named protocol's k-NN (`KNN_PROTOCOLS`): train_f [N, D] is the bank."""
+    return knn_accuracy(train_f, train_y, test_f, test_y, protocol.k, protocol.temperature, chunk_size,
+                        protocol.standardize)

@@ -7,41 +7,54 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.eval.selection import grid_pick
 
-def train_linear(train_f: torch.Tensor, train_y: torch.Tensor, num_classes: int, lr: float, epochs: int,
-                 batch_size: int, weight_decay: float, seed: int) -> nn.Module:
-    """Fit BN(affine=False) + Linear with SGD (momentum 0.9) and a cosine lr, on precomputed features.
+
+def train_linear_heads(train_f: torch.Tensor, train_y: torch.Tensor, num_classes: int, lrs: list[float],
+                       epochs: int, batch_size: int, weight_decay: float, seed: int) -> list[nn.Module]:
+    """Fit one BN(affine=False) + Linear head per lr with SGD (momentum 0.9) and a cosine lr, in one data pass.
+
+    The heads share the batches (one order, from `seed`) and the parameter-free BatchNorm; each has its own
+    init (drawn in the order of `lrs`), optimizer group and lr, and the summed loss gives each head the gradient
+    of its own loss only. So a head equals the one its lr would get trained alone, and a wide lr grid costs
+    about as much as a single lr.
 
     Args:
         train_f: [N, D] features; train_y: [N] labels.
+        lrs: one peak lr per head.
     Returns:
-        The trained head, in eval mode, on the features' device.
+        The trained heads in the order of `lrs`, in eval mode, on the features' device.
     """
     g = torch.Generator().manual_seed(seed)
-    head = nn.Sequential(nn.BatchNorm1d(train_f.shape[1], affine=False), nn.Linear(train_f.shape[1], num_classes))
-    nn.init.trunc_normal_(head[1].weight, std=0.01)
-    nn.init.zeros_(head[1].bias)
-    head = head.to(train_f.device)
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    dim, device = train_f.shape[1], train_f.device
+    norm = nn.BatchNorm1d(dim, affine=False).to(device)
+    linears = []
+    for _ in lrs:
+        linear = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(linear.weight, std=0.01)
+        nn.init.zeros_(linear.bias)
+        linears.append(linear.to(device))
+    opt = torch.optim.SGD([{"params": lin.parameters(), "lr": lr} for lin, lr in zip(linears, lrs)], lr=lrs[0],
+                          momentum=0.9, weight_decay=weight_decay)
     n = train_f.shape[0]
-    steps_per_epoch = max(1, math.ceil(n / batch_size))
-    total = epochs * steps_per_epoch
+    total = epochs * max(1, math.ceil(n / batch_size))
     step = 0
-    head.train()
+    norm.train()
     for _ in range(epochs):
-        order = torch.randperm(n, generator=g).to(train_f.device)
+        order = torch.randperm(n, generator=g).to(device)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             if idx.numel() < 2:  # BatchNorm needs two samples
                 continue
-            for group in opt.param_groups:
+            for group, lr in zip(opt.param_groups, lrs):
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(head(train_f[idx].float()), train_y[idx])
+            x = norm(train_f[idx].float())
+            loss = sum(F.cross_entropy(lin(x), train_y[idx]) for lin in linears)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-    return head.eval()
+    return [nn.Sequential(norm, lin).eval() for lin in linears]
 
 
 @torch.no_grad()
@@ -52,15 +65,20 @@ def head_accuracy(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor) ->
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
                  test: tuple[torch.Tensor, torch.Tensor], num_classes: int, lrs: list[float], epochs: int,
-                 batch_size: int, weight_decay: float, seed: int) -> dict:
+                 batch_size: int, weight_decay: float, seed: int, grid_key: str = "evaluate.linear.lrs") -> dict:
     """Pick the lr on the validation split, then report that head's test accuracy (test is read once).
 
+    Args:
+        train, val, test: ([N, D] features, [N] labels) of each split.
+        lrs: the grid (at least two values), picked by val argmax (a larger lr is no simpler model, so the
+            one-standard-error rule has no direction here); grid_key: its params key, named on an edge pick.
     Returns:
-        {"lr": chosen lr, "val": {lr: val accuracy}, "test": test accuracy of the chosen head}
+        {"lr": chosen lr, "val": {lr: val accuracy}, "test": test accuracy of the chosen head,
+         "selection": `selection.grid_pick`'s record (grid, pick, edge)}
     """
-    heads, val_acc = {}, {}
-    for lr in lrs:
-        heads[lr] = train_linear(*train, num_classes, lr, epochs, batch_size, weight_decay, seed)
-        val_acc[lr] = head_accuracy(heads[lr], *val)
-    best = max(lrs, key=lambda lr: (val_acc[lr], -lr))
-    return {"lr": best, "val": {str(lr): acc for lr, acc in val_acc.items()}, "test": head_accuracy(heads[best], *test)}
+    heads = dict(zip(lrs, train_linear_heads(*train, num_classes, lrs, epochs, batch_size, weight_decay, seed)))
+    val_acc = {lr: head_accuracy(head, *val) for lr, head in heads.items()}
+    selection = grid_pick(val_acc, grid_key, len(val[1]), "argmax")
+    best = selection["pick"]
+    return {"lr": best, "val": {str(lr): acc for lr, acc in val_acc.items()}, "test": head_accuracy(heads[best], *test),
+            "selection": selection}

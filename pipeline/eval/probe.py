@@ -1,4 +1,4 @@
-"""Per-block probing: k-NN accuracy of every block's features, and the choice of refinement depth."""
+"""Per-block probing: k-NN accuracy of every block's features with its standard error, and the block choice."""
 from __future__ import annotations
 
 import contextlib
@@ -10,14 +10,14 @@ from pipeline.data.loader import DeviceImages
 from pipeline.data.prepared import Prepared
 from pipeline.data.splits import stratified_subset
 from pipeline.eval.features import block_features
-from pipeline.eval.knn import knn_accuracy
+from pipeline.eval.knn import KnnProtocol, protocol_accuracy
+from pipeline.eval.selection import binomial_se, within_one_se
 from pipeline.models.vit import ViTEncoder
 
 
 def probe_blocks(bank: dict[str, torch.Tensor], bank_y: torch.Tensor, query: dict[str, torch.Tensor],
-                 query_y: torch.Tensor, k: int, temperature: float, chunk_size: int, standardized: bool
-                 ) -> dict[str, list[float]]:
-    """k-NN accuracy per block for each pooled feature.
+                 query_y: torch.Tensor, protocol: KnnProtocol, chunk_size: int) -> dict[str, list[float]]:
+    """k-NN accuracy per block for each pooled feature, under one named protocol (`knn.KNN_PROTOCOLS`).
 
     Args:
         bank, query: {pool: [L, N, D]} block features of the bank (train) and query (validation) images.
@@ -25,36 +25,62 @@ def probe_blocks(bank: dict[str, torch.Tensor], bank_y: torch.Tensor, query: dic
     Returns:
         {pool: [L] accuracies in 0..1}, block 0 first.
     """
-    return {pool: [knn_accuracy(bank[pool][b], bank_y, query[pool][b], query_y, k, temperature, chunk_size,
-                                standardized) for b in range(bank[pool].shape[0])]
+    return {pool: [protocol_accuracy(bank[pool][b], bank_y, query[pool][b], query_y, protocol, chunk_size)
+                   for b in range(bank[pool].shape[0])]
             for pool in bank}
 
 
-def select_depth(curve: list[float], rule: str) -> int:
-    """Blocks to keep for refinement: up to the best block of `curve` (ties -> the shallower), or all.
+def block_rows(curves: dict[str, list[float]], n_val: int) -> list[dict[str, float]]:
+    """One row per block: its accuracy per pool and the binomial standard error of each (`<pool>_se`)."""
+    pools = list(curves)
+    return [{"block": b, **{pool: curves[pool][b] for pool in pools},
+             **{f"{pool}_se": binomial_se(curves[pool][b], n_val) for pool in pools}}
+            for b in range(len(curves[pools[0]]))]
 
+
+def select_block(curve: list[float], n_val: int, rule: str) -> dict:
+    """The block whose features start the refinement (heads from it to the last block; or the cut), by `rule`.
+
+    Rules (params probe.select):
+        best: the argmax of `curve` (ties -> the shallower block).
+        last: the last block.
+        one_se: the deepest block whose accuracy is within one binomial standard error of the best,
+            sqrt(p (1 - p) / n_val) with p the best accuracy. Blocks in that set are statistically tied with
+            the best on this val split, and the argmax among them is noise (MAE's default-run curve is
+            67.6 / 68.2 / 67.5 / 66.8 on 5,000 images, SE 0.66). MIM-Refiner places heads from where k-NN
+            quality peaks to the last block (reference/mim_refiner.md 1.4, 2.1): the blocks after the peak are
+            the ones that degrade and need refining. The deepest tied block is the last one still at the
+            peak, so heads from it cover the degrading blocks and no block that is as good as the best; it
+            also moves only when a deeper block's drop exceeds the noise. (The shallowest tied block would
+            add heads on peak blocks, or, with refine.depth: probe, cut blocks that are as good as the best.)
+    Args:
+        curve: [L] val accuracies, block 0 first; n_val: the validation images behind each.
     Returns:
-        A depth in 1..L (the number of blocks kept).
+        {"rule", "block": the chosen 0-based block, "depth": block + 1 (the blocks kept up to it),
+         "best_block": the argmax, "se": the best accuracy's SE, "tied_blocks": blocks within one SE of the best,
+         "edge": the choice is block 0 or the last block (recorded only: the curve has no wider grid)}.
     """
-    if rule == "last":
-        return len(curve)
-    if rule == "best":
-        return max(range(len(curve)), key=lambda b: (curve[b], -b)) + 1
-    raise ValueError(f"unknown depth rule {rule!r} (known: best, last)")
+    best, se, tied = within_one_se(curve, n_val)
+    choice = {"best": best, "last": len(curve) - 1, "one_se": tied[-1]}
+    if rule not in choice:
+        raise ValueError(f"unknown depth rule {rule!r} (known: {', '.join(choice)})")
+    block = choice[rule]
+    return {"rule": rule, "block": block, "depth": block + 1, "best_block": best, "se": se, "tied_blocks": tied,
+            "edge": block in (0, len(curve) - 1)}
 
 
-def probe_encoder(encoder: ViTEncoder, bank: DeviceImages, query: DeviceImages, cfg: dict,
+def probe_encoder(encoder: ViTEncoder, bank: DeviceImages, query: DeviceImages, protocol: KnnProtocol,
+                  batch_size: int, chunk_size: int,
                   autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
                   ) -> dict[str, list[float]]:
-    """k-NN accuracy per block of `encoder` ({pool: [L]}), with the params `probe` section's k, T and sizes.
+    """k-NN accuracy per block of `encoder` ({pool: [L]}) under `protocol`, the bank as train, `query` as queries.
 
     Block features are kept in 16-bit on CUDA (half the memory), float32 on the CPU.
     """
     dtype = torch.float16 if bank.images.device.type == "cuda" else torch.float32
-    bank_f = block_features(encoder, bank, cfg["batch_size"], dtype, autocast)
-    query_f = block_features(encoder, query, cfg["batch_size"], dtype, autocast)
-    return probe_blocks(bank_f, bank.labels, query_f, query.labels, cfg["k"], cfg["temperature"], cfg["chunk_size"],
-                        cfg["standardize"])
+    bank_f = block_features(encoder, bank, batch_size, dtype, autocast)
+    query_f = block_features(encoder, query, batch_size, dtype, autocast)
+    return probe_blocks(bank_f, bank.labels, query_f, query.labels, protocol, chunk_size)
 
 
 def probe_splits(data: Prepared, bank_limit: int, seed: int, device: torch.device) -> tuple[DeviceImages, DeviceImages]:

@@ -6,40 +6,71 @@ import torch
 
 from pipeline.eval.clustering import kmeans_scores
 from pipeline.eval.fewshot import fewshot_accuracy
-from pipeline.eval.knn import knn_accuracy
+from pipeline.eval.knn import KNN_PROTOCOLS, knn_protocol, protocol_accuracy
 from pipeline.eval.linear import linear_probe
+from pipeline.eval.selection import warn_edge_picks
+
+
+def knn_protocols(train: dict[str, torch.Tensor], train_y: torch.Tensor, test: dict[str, torch.Tensor],
+                  test_y: torch.Tensor) -> dict[str, dict]:
+    """Every protocol of `KNN_PROTOCOLS` on every pool: train is the bank, test the queries.
+
+    Args:
+        train, test: pool -> [N, D] features.
+    Returns:
+        {protocol: {"k", "temperature", "standardize", "acc": {pool: accuracy 0..1}}}.
+    """
+    return {name: {"k": p.k, "temperature": p.temperature, "standardize": p.standardize,
+                   "acc": {pool: protocol_accuracy(train[pool], train_y, test[pool], test_y, p) for pool in train}}
+            for name, p in KNN_PROTOCOLS.items()}
 
 
 def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str, torch.Tensor],
                      fewshot: dict[int, dict[int, np.ndarray]], num_classes: int, cfg: dict, seed: int) -> dict:
     """Every frozen-feature protocol on features of the train, val and test splits.
 
-    Hyperparameters (the linear probe's lr) are chosen on val; test is read once per protocol for its number.
+    Hyperparameters (the linear probe's lr, few-shot C) are chosen on val; test is read once per protocol for its
+    number. A pick on the edge of its grid is logged as a WARNING naming the params key to widen.
 
     Args:
         feats: split -> pool -> [N, D] features, for splits train, val, test and pools cls, mean_patch.
         labels: split -> [N] labels.
         fewshot: shots -> seed -> train indices.
-        cfg: the params `evaluate` section (k, temperature, feature, linear, fewshot_cs, kmeans).
+        cfg: the params `evaluate` section (knn_headline, feature, linear, fewshot_cs, kmeans).
     Returns:
-        {"knn": {pool: acc}, "linear": {...}, "fewshot": {...}, "kmeans": {...} | None}, accuracies in 0..1.
+        {"knn": {"headline": name, "protocols": knn_protocols(...)}, "linear": {...}, "fewshot": {...},
+         "kmeans": {...} | None}, accuracies in 0..1; linear and each few-shot entry hold their "selection".
     """
-    out: dict = {"knn": {pool: knn_accuracy(feats["train"][pool], labels["train"], feats["test"][pool],
-                                            labels["test"], cfg["k"], cfg["temperature"])
-                         for pool in feats["train"]}}
+    knn_protocol(cfg["knn_headline"])  # an unknown name fails before the slow protocols
+    out: dict = {"knn": {"headline": cfg["knn_headline"],
+                         "protocols": knn_protocols(feats["train"], labels["train"], feats["test"], labels["test"])}}
     pool, lin = cfg["feature"], cfg["linear"]
     split = {s: (feats[s][pool], labels[s]) for s in ("train", "val", "test")}
     out["linear"] = linear_probe(split["train"], split["val"], split["test"], num_classes, lin["lrs"], lin["epochs"],
-                                 lin["batch_size"], lin["weight_decay"], seed)
+                                 lin["batch_size"], lin["weight_decay"], seed, "evaluate.linear.lrs")
     np_split = {s: (feats[s][pool].cpu().numpy(), labels[s].cpu().numpy()) for s in ("train", "val", "test")}
-    out["fewshot"] = fewshot_accuracy(np_split["train"], np_split["val"], np_split["test"], fewshot, cfg["fewshot_cs"])
+    out["fewshot"] = fewshot_accuracy(np_split["train"], np_split["val"], np_split["test"], fewshot, cfg["fewshot_cs"],
+                                      "evaluate.fewshot_cs")
     out["kmeans"] = kmeans_scores(*np_split["test"], num_classes, seed) if cfg["kmeans"] else None
+    warn_edge_picks(selections(out))
+    return out
+
+
+def selections(result: dict) -> dict[str, dict]:
+    """The grid selections of a protocols result, keyed by the metric they serve (linear, fewshot_<shots>)."""
+    out = {"linear": result["linear"]["selection"]}
+    out.update({f"fewshot_{shots}": v["selection"] for shots, v in result["fewshot"].items()})
     return out
 
 
 def flat_metrics(result: dict) -> dict[str, float]:
-    """The headline numbers of a protocols result as one flat dict (what `dvc metrics diff` compares)."""
-    flat = {f"knn_{pool}": acc for pool, acc in result["knn"].items()}
+    """The headline numbers of a protocols result as one flat dict (what `dvc metrics diff` compares).
+
+    k-NN: knn_<protocol>_<pool> for every protocol, and knn_<pool> for the headline protocol (evaluate.knn_headline).
+    """
+    knn = result["knn"]
+    flat = {f"knn_{pool}": acc for pool, acc in knn["protocols"][knn["headline"]]["acc"].items()}
+    flat.update({f"knn_{name}_{pool}": acc for name, p in knn["protocols"].items() for pool, acc in p["acc"].items()})
     flat["linear"] = result["linear"]["test"]
     flat.update({f"fewshot_{k}": v["mean"] for k, v in result["fewshot"].items()})
     if result.get("kmeans"):

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         "out": "results/analyze/<variant>",
     })
     args = parser.parse_args(argv)
-    p = load_stage_params("analyze", PARAMS, args.params, args.variant, ("pretrain",))
+    p = load_stage_params("analyze", PARAMS, args.params, args.variant, ("pretrain",), args.seed)
     run_cfg, cfg = p["runtime"], p["analyze"]
 
     device = rt.setup_runtime(run_cfg, p["seed"])

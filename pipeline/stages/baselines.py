@@ -14,7 +14,8 @@ from pipeline.data.loader import device_splits
 from pipeline.data.prepared import load_prepared
 from pipeline.eval.collapse import collapse_analysis
 from pipeline.eval.features import pooled_features
-from pipeline.eval.probe import probe_encoder, probe_splits
+from pipeline.eval.knn import knn_protocol
+from pipeline.eval.probe import block_rows, probe_encoder, probe_splits
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.vit import POOLS, ViTEncoder, pool_tokens
 from pipeline.records import records_csv
@@ -48,8 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         "pixels": {s: {pool: d.batch(slice(None)).flatten(1) for pool in POOLS} for s, d in splits.items()},
         "random-init": {s: pooled_features(encoder, d, cfg["batch_size"]) for s, d in splits.items()},
     }
-    details = {name: frozen_protocols(f, labels, data.fewshot, data.num_classes, cfg, p["seed"])
-               for name, f in features.items()}
+    details = {}
+    for name, f in features.items():
+        log.info("%s: the frozen protocols", name)  # names the edge-pick warnings that follow
+        details[name] = frozen_protocols(f, labels, data.fewshot, data.num_classes, cfg, p["seed"])
     embeds = {"pixels": lambda x: x.flatten(1),
               "random-init": lambda x: pool_tokens(encoder.forward_features(x), cfg["feature"])}
     geo = cfg["geometry"]
@@ -58,8 +61,9 @@ def main(argv: list[str] | None = None) -> None:
                                                                 geo["crop_scale_min"], cfg["batch_size"], p["seed"])
         write_text(args.plots / "spectrum" / f"{name}.csv", records_csv(spectrum))
     bank, val = probe_splits(data, p["probe"]["bank_limit"], p["seed"], device)
-    curves = probe_encoder(encoder, bank, val, p["probe"])
-    rows = [{"block": b, **{pool: curves[pool][b] for pool in POOLS}} for b in range(encoder.depth)]
+    curves = probe_encoder(encoder, bank, val, knn_protocol(p["probe"]["knn"]), p["probe"]["batch_size"],
+                           p["probe"]["chunk_size"])
+    rows = block_rows(curves, len(val))
     details["random-init"]["blocks"] = rows
     write_text(args.plots / "knn_blocks" / "random-init.csv", records_csv(rows))
     write_json(args.out / "details.json", details)

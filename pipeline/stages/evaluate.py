@@ -26,10 +26,10 @@ from pipeline.eval.features import pooled_features
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.vit import ViTEncoder, pool_tokens
 from pipeline.records import records_csv
-from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_parser
+from pipeline.stages.runner import fingerprint, load_stage_params, plot_csv, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, hash_state, load_encoder, load_module_state
-from pipeline.train.finetune import Classifier, classifier_accuracy, finetune_step_fn, layer_of
+from pipeline.train.finetune import Classifier, classifier_accuracy, finetune_step_fn, layer_of, rand_augment_fn
 from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
 from pipeline.train.schedules import warmup_cosine
@@ -52,15 +52,17 @@ def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_class
     """
     encoder = ViTEncoder(**arch, drop_path_rate=cfg["drop_path"])
     load_module_state(encoder, state, "fine-tune encoder")
-    model = Classifier(encoder, num_classes).to(device)
+    model = Classifier(encoder, num_classes, cfg["learnable_pos_embed"]).to(device)
     groups = layer_decay_groups(model, encoder.depth + 1, layer_of(encoder.depth), cfg["weight_decay"],
                                 cfg["layer_decay"])
     opt = torch.optim.AdamW(groups, lr=0.0, betas=(0.9, 0.999), fused=device.type == "cuda")
     train, bs = splits["train"], cfg["batch_size"]
     steps = max(1, len(train) // bs)
     lr = cfg["blr"] * bs / 256
+    augment = (rand_augment_fn(cfg["rand_augment"], train.images.shape[-1], train.pixel_mean.flatten().tolist())
+               if cfg["rand_augment"] else None)
     step_fn = finetune_step_fn(model, train, num_classes, cfg["crop_scale_min"], cfg["mixup"], cfg["cutmix"],
-                               cfg["smoothing"])
+                               cfg["smoothing"], cfg["reprob"], augment)
     fit(model, step_fn, lambda e: epoch_order(len(train), bs, seed, e, device), opt,
         lambda s: warmup_cosine(s, cfg["epochs"] * steps, cfg["warmup_epochs"] * steps, lr, 1.0e-6),
         cfg["epochs"], seed, checkpointer=checkpointer, checkpoint_every=cfg["checkpoint_every"],
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="a refined model's pretrained model.pt: evaluated cut at the refined depth when "
                              "refinement cut the encoder (the cut-only control)")
     args = parser.parse_args(argv)
-    p = load_stage_params("evaluate", PARAMS, args.params, args.variant)
+    p = load_stage_params("evaluate", PARAMS, args.params, args.variant, seed=args.seed)
     run_cfg, cfg = p["runtime"], p["evaluate"]
 
     device = rt.setup_runtime(run_cfg, p["seed"])
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 
         result["geometry"], spectrum = collapse_analysis(embed, splits["val"], geo["images"], geo["crop_scale_min"],
                                                          cfg["batch_size"], p["seed"])
-        write_text(args.plots / "spectrum" / f"{args.variant}.csv", records_csv(spectrum))
+        write_text(plot_csv(args.plots, "spectrum", args.variant, args.seed), records_csv(spectrum))
     if cfg["finetune"]["epochs"] > 0:
         resume = Checkpointer(args.out / "resume-finetune.pt",
                               fingerprint(p, data.card["sha256"], ckpt["arch"], hash_state(ckpt["encoder"])))

@@ -16,7 +16,7 @@ from pipeline.errors import ConfigError
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.models.vit import ViTEncoder
 from pipeline.records import records_csv
-from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_parser
+from pipeline.stages.runner import fingerprint, load_stage_params, plot_csv, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, save_checkpoint
 from pipeline.train.loop import fit
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         "plots": "results/plots (the curve goes to pretrain_curve/)",
     })
     args = parser.parse_args(argv)
-    p = load_stage_params("pretrain", PARAMS, args.params, args.variant, ("pretrain",))
+    p = load_stage_params("pretrain", PARAMS, args.params, args.variant, ("pretrain",), args.seed)
     run_cfg, model_cfg, pre = p["runtime"], p["model"], p["pretrain"]
     variant = pre["variants"][args.variant]
     fuse_blocks = variant["fuse_blocks"]
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": {k: v.cpu() for k, v in model.state_dict().items()}})
     # timings go to the log and DVCLive only: reruns must write identical bytes
     curve = [{k: v for k, v in rec.items() if k != "images_per_s"} for rec in result.history]
-    write_text(args.plots / "pretrain_curve" / f"{args.variant}.csv", records_csv(curve))
+    write_text(plot_csv(args.plots, "pretrain_curve", args.variant, args.seed), records_csv(curve))
     write_json(args.out / "metrics.json", {
         "loss": round(last["loss"], 6), "epochs": pre["epochs"], "steps": result.steps,
         "fusion_weights": {str(b): round(w, 6) for b, w in zip(fuse_blocks, weights)}})

@@ -2,6 +2,11 @@
 
 Writes results/probe/<variant>/{blocks.json, metrics.json} and results/plots/knn_blocks/<variant>.csv; the
 random-init floor is probed once, by the baselines stage. Selection reads the validation split only.
+The k-NN is the protocol named by probe.knn (pipeline/eval/knn.py); every accuracy comes with its binomial
+standard error, and probe.select picks the block (pipeline/eval/probe.py::select_block; default one_se).
+blocks.json: rows [{block, cls, mean_patch, cls_se, mean_patch_se}], the protocol (knn, k, temperature,
+standardize), select, select_feature, block (the chosen 0-based block), depth (block + 1, read by refine),
+best_block, se (the best accuracy's), tied_blocks (within one SE of the best), edge, bank_size, val_size.
 """
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ import time
 
 from pipeline.atomic import write_json, write_text
 from pipeline.data.prepared import load_prepared
-from pipeline.eval.probe import probe_encoder, probe_splits, select_depth
+from pipeline.eval.knn import knn_protocol
+from pipeline.eval.probe import block_rows, probe_encoder, probe_splits, select_block
 from pipeline.models.vit import POOLS
 from pipeline.records import records_csv
-from pipeline.stages.runner import load_stage_params, run, stage_parser
+from pipeline.stages.runner import load_stage_params, plot_csv, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import load_encoder
 
@@ -32,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         "plots": "results/plots (the curve goes to knn_blocks/)",
     })
     args = parser.parse_args(argv)
-    p = load_stage_params("probe", PARAMS, args.params, args.variant)
+    p = load_stage_params("probe", PARAMS, args.params, args.variant, seed=args.seed)
     run_cfg, cfg = p["runtime"], p["probe"]
 
     device = rt.setup_runtime(run_cfg, p["seed"])
@@ -41,25 +47,29 @@ def main(argv: list[str] | None = None) -> None:
     bank, val = probe_splits(data, cfg["bank_limit"], p["seed"], device)
 
     encoder.to(device)
+    protocol = knn_protocol(cfg["knn"])
     t0 = time.perf_counter()
-    curves = probe_encoder(encoder, bank, val, cfg, lambda: rt.autocast(device, run_cfg["precision"]))
-    log.info("k-NN per block: %s (%.1fs)", {k: [round(a, 4) for a in v] for k, v in curves.items()},
+    curves = probe_encoder(encoder, bank, val, protocol, cfg["batch_size"], cfg["chunk_size"],
+                           lambda: rt.autocast(device, run_cfg["precision"]))
+    log.info("k-NN per block (%s): %s (%.1fs)", cfg["knn"], {k: [round(a, 4) for a in v] for k, v in curves.items()},
              time.perf_counter() - t0)
-    depth = select_depth(curves[cfg["select_feature"]], cfg["select"])
-    blocks = list(range(encoder.depth))
-    rows = [{"block": b, **{pool: curves[pool][b] for pool in POOLS}} for b in blocks]
-    write_text(args.plots / "knn_blocks" / f"{args.variant}.csv", records_csv(rows))
+    choice = select_block(curves[cfg["select_feature"]], len(val), cfg["select"])
+    rows = block_rows(curves, len(val))
+    write_text(plot_csv(args.plots, "knn_blocks", args.variant, args.seed), records_csv(rows))
     write_json(args.out / "blocks.json", {
-        "variant": args.variant, "rows": rows, "depth": depth, "select": cfg["select"],
-        "select_feature": cfg["select_feature"], "bank_size": len(bank), "val_size": len(val)})
-    metrics = {"depth": depth}  # no timings here: reruns must write identical bytes
-    for pool in POOLS:
-        best = max(blocks, key=lambda b: (curves[pool][b], -b))
+        "variant": args.variant, "rows": rows, "knn": cfg["knn"], **{f: getattr(protocol, f) for f in
+                                                                      ("k", "temperature", "standardize")},
+        "select": cfg["select"], "select_feature": cfg["select_feature"],
+        **{k: choice[k] for k in ("block", "depth", "best_block", "se", "tied_blocks", "edge")},
+        "bank_size": len(bank), "val_size": len(val)})
+    metrics = {"depth": choice["depth"], "block": choice["block"], "n_tied": len(choice["tied_blocks"])}
+    for pool in POOLS:  # no timings here: reruns must write identical bytes
+        best = max(range(encoder.depth), key=lambda b: (curves[pool][b], -b))
         metrics.update({f"knn_{pool}_best": round(curves[pool][best], 6), f"knn_{pool}_best_block": best,
                         f"knn_{pool}_last": round(curves[pool][-1], 6)})
     write_json(args.out / "metrics.json", metrics)
-    log.info("chosen refinement depth %d of %d blocks (%s on %s)", depth, encoder.depth, cfg["select"],
-             cfg["select_feature"])
+    log.info("chosen block %d of %d (%s on %s; tied within one SE %.4f of the best: %s)", choice["block"],
+             encoder.depth, cfg["select"], cfg["select_feature"], choice["se"], choice["tied_blocks"])
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pipeline.eval.features import pooled_features
 from pipeline.eval.knn import knn_accuracy
 from pipeline.objectives.moco import Mixing
 from pipeline.records import records_csv
-from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_parser
+from pipeline.stages.runner import fingerprint, load_stage_params, plot_csv, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, load_encoder, save_checkpoint
 from pipeline.train.finetune import layer_of
@@ -86,12 +86,16 @@ def main(argv: list[str] | None = None) -> None:
         "plots": "results/plots (the curve goes to refine_curve/)",
     })
     args = parser.parse_args(argv)
-    p = load_stage_params("refine", PARAMS, args.params, args.variant, ("refine",))
+    p = load_stage_params("refine", PARAMS, args.params, args.variant, ("refine",), args.seed)
     run_cfg, cfg, seed = p["runtime"], p["refine"], p["seed"]
     objective = cfg["variants"][args.variant]["objective"]
 
     device = rt.setup_runtime(run_cfg, seed)
     encoder, ckpt = load_encoder(args.model)
+    source = cfg["variants"][args.variant]["pretrained"]
+    if ckpt.get("variant", source) != source:  # dvc.yaml groups refinements by source: regenerate it after a change
+        raise ConfigError(f"params: refine.variants.{args.variant}.pretrained = {source!r} but --model holds "
+                          f"{ckpt['variant']!r} (after changing it: python -m pipeline.dag > dvc.yaml)")
     probed = json.loads(args.probe.read_text())["depth"]  # the chosen block + 1
     full_depth = encoder.depth
     depth = refinement_depth(cfg["depth"], probed, full_depth)
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         "encoder": {k: v.cpu() for k, v in ema.module.state_dict().items()},
         "online_encoder": {k: v.cpu() for k, v in encoder.state_dict().items()},
         "refiner": {k: v.cpu() for k, v in refiner.state_dict().items()}})
-    write_text(args.plots / "refine_curve" / f"{args.variant}.csv", records_csv(
+    write_text(plot_csv(args.plots, "refine_curve", args.variant, args.seed), records_csv(
         [{k: v for k, v in r.items() if k != "images_per_s"} | {"epoch": i + 1} for i, r in enumerate(history)]))
     last = history[-1]
     write_json(args.out / "metrics.json", {

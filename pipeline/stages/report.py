@@ -16,10 +16,11 @@ from pipeline.analysis.figures import (
     spectrum_figure,
 )
 from pipeline.analysis.deltas import deltas_markdown, refinement_deltas
+from pipeline.analysis.seeds import SPREAD_NOTE, aggregate_table, markdown_with_spread
 from pipeline.analysis.summary import markdown_table, summary_table
 from pipeline.atomic import write_json, write_text
 from pipeline.errors import DataError
-from pipeline.stages.runner import load_stage_params, run, stage_parser
+from pipeline.stages.runner import load_stage_params, plot_csv, run, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ EMA that model.pt holds; k-NN EMA / online: test k-NN of the evaluated EMA encod
 """
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
-PARAMS = ("pretrain.variants", "refine.variants")
+PARAMS = ("pretrain.variants", "refine.variants", "seeds")
+
+BASELINES = ("random-init", "pixels")  # run once (the data seed), not per training seed
 
 
 def require(path: Path) -> Path:
@@ -78,43 +81,56 @@ def main(argv: list[str] | None = None) -> None:
     p = load_stage_params("report", PARAMS, args.params)
     variants, refined = list(p["pretrain"]["variants"]), p["refine"]["variants"]
 
-    models: dict[str, dict] = {}
-    for v in variants:
-        pretrain = read_json(args.pretrain / v / "metrics.json")
-        probe = read_json(args.probe / v / "blocks.json")
-        high_freq = read_json(args.analyze / v / "frequency.json")["high_frequency"]
-        models[v] = {"eval": read_json(args.evaluate / v / "metrics.json"), "blocks": probe["rows"],
-                     "details": read_json(args.evaluate / v / "details.json"),
-                     "extra": {"depth": probe["depth"], "pretrain_loss": pretrain["loss"],
-                               "dlogamp_pi_last": high_freq[-1]}, "fusion": pretrain["fusion_weights"]}
-    for name, spec in refined.items():
-        refine = read_json(args.refine / name / "metrics.json")
-        probe = read_json(args.probe / name / "blocks.json")
-        models[name] = {
-            "eval": read_json(args.evaluate / name / "metrics.json"), "blocks": probe["rows"],
-            "details": read_json(args.evaluate / name / "details.json"),
-            "extra": {"objective": spec["objective"], "pretrained": spec["pretrained"], "depth": refine["depth"],
-                      "first_head_block": refine["first_head_block"],
-                      "ema_pretrained_share": refine["ema_pretrained_share"],
-                      "refine_nn_accuracy": refine["nn_accuracy"], "refine_pos_mass": refine["alignment"]}}
-        models[name]["extra"].update(refinement_deltas(models[name], models[spec["pretrained"]], probe["val_size"]))
+    runs: dict[int, dict[str, dict]] = {}  # training seed -> model -> its outputs (results/<stage>/<model>/seed<s>)
+    for seed in p["seeds"]:
+        models = runs[seed] = {}
+        for v in variants:
+            d = Path(v, f"seed{seed}")
+            pretrain = read_json(args.pretrain / d / "metrics.json")
+            probe = read_json(args.probe / d / "blocks.json")
+            high_freq = read_json(args.analyze / d / "frequency.json")["high_frequency"]
+            models[v] = {"eval": read_json(args.evaluate / d / "metrics.json"), "blocks": probe["rows"],
+                         "details": read_json(args.evaluate / d / "details.json"),
+                         "extra": {"depth": probe["depth"], "pretrain_loss": pretrain["loss"],
+                                   "dlogamp_pi_last": high_freq[-1]}, "fusion": pretrain["fusion_weights"],
+                         "frequency": pd.read_csv(require(args.analyze / d / "frequency.csv"))}
+        for name, spec in refined.items():
+            d = Path(name, f"seed{seed}")
+            refine = read_json(args.refine / d / "metrics.json")
+            probe = read_json(args.probe / d / "blocks.json")
+            models[name] = {
+                "eval": read_json(args.evaluate / d / "metrics.json"), "blocks": probe["rows"],
+                "details": read_json(args.evaluate / d / "details.json"),
+                "extra": {"objective": spec["objective"], "pretrained": spec["pretrained"], "depth": refine["depth"],
+                          "first_head_block": refine["first_head_block"],
+                          "ema_pretrained_share": refine["ema_pretrained_share"],
+                          "refine_nn_accuracy": refine["nn_accuracy"], "refine_pos_mass": refine["alignment"]}}
+            models[name]["extra"].update(refinement_deltas(models[name], models[spec["pretrained"]],
+                                                           probe["val_size"]))
+        for name, m in models.items():
+            m["spectrum"] = pd.read_csv(require(plot_csv(args.plots, "spectrum", name, seed)))
     baselines = read_json(args.evaluate / "baselines" / "metrics.json")
     details = read_json(args.evaluate / "baselines" / "details.json")
     random_blocks = details["random-init"]["blocks"]
-    table = summary_table(models, random_blocks, baselines)
+    # one table per seed (deltas pair each refined model with its source of the same seed), then mean, std, n
+    table = aggregate_table([summary_table(models, random_blocks, baselines) for models in runs.values()],
+                            single=BASELINES)
     write_text(args.out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
     main_cols = [c for c in table if not c.startswith(("d_", "online_", "control_"))]
-    write_text(args.out / "summary.md", SUMMARY_HEADER + markdown_table(table[main_cols]) + REFINEMENT_HEADER
-               + deltas_markdown(table.to_dict("records")))
-    knn_blocks_figure({**{name: m["blocks"] for name, m in models.items()}, "random-init": random_blocks},
-                      args.out / "knn_blocks.png")
-    spectra = {v: pd.read_csv(require(args.analyze / v / "frequency.csv")) for v in variants}
-    frequency_figure(spectra, args.out / "frequency.png")
-    fewshot_figure({**{name: m["details"]["fewshot"] for name, m in models.items()},
-                    **{name: d["fewshot"] for name, d in details.items()}}, args.out / "fewshot.png")
-    spectrum_figure({name: pd.read_csv(require(args.plots / "spectrum" / f"{name}.csv"))
-                     for name in [*models, "random-init", "pixels"]}, args.out / "spectrum.png")
-    fusion_weights_figure({v: models[v]["fusion"] for v in variants if models[v]["fusion"]},
+    write_text(args.out / "summary.md", SUMMARY_HEADER + SPREAD_NOTE + markdown_with_spread(table[main_cols],
+               markdown_table) + REFINEMENT_HEADER + deltas_markdown(table.to_dict("records")))
+    # figures: one entry per seed for every model (seaborn draws the spread over seeds), baselines once
+    names = list(runs[p["seeds"][0]])
+    over_seeds = {name: [runs[s][name] for s in runs] for name in names}
+    knn_blocks_figure({**{name: [m["blocks"] for m in ms] for name, ms in over_seeds.items()},
+                       "random-init": [random_blocks]}, args.out / "knn_blocks.png")
+    frequency_figure({v: [m["frequency"] for m in over_seeds[v]] for v in variants}, args.out / "frequency.png")
+    fewshot_figure({**{name: [m["details"]["fewshot"] for m in ms] for name, ms in over_seeds.items()},
+                    **{name: [d["fewshot"]] for name, d in details.items()}}, args.out / "fewshot.png")
+    spectrum_figure({**{name: [m["spectrum"] for m in ms] for name, ms in over_seeds.items()},
+                     **{name: [pd.read_csv(require(args.plots / "spectrum" / f"{name}.csv"))] for name in BASELINES}},
+                    args.out / "spectrum.png")
+    fusion_weights_figure({v: [m["fusion"] for m in over_seeds[v]] for v in variants if over_seeds[v][0]["fusion"]},
                           args.out / "fusion_weights.png")
     metrics = {row["model"]: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()
                               if k != "model" and v == v}

@@ -33,19 +33,29 @@ def code_version() -> str:
 
 
 def load_stage_params(stage: str, keys: tuple[str, ...], path: str, variant: str | None = None,
-                      kinds: tuple[str, ...] = ("pretrain", "refine")) -> dict:
+                      kinds: tuple[str, ...] = ("pretrain", "refine"), seed: int | None = None) -> dict:
     """Validate the params file and return only the stage's declared `keys` (with {variant} filled in).
 
     `variant` must name an entry of `<kind>.variants` for one of `kinds` (probe and evaluate take either kind).
+    `seed` (the stage's --seed: one of params `seeds`, given by the DAG) replaces params `seed` as the seed of
+    everything the stage draws; the data (val split, few-shot splits) stays the one prepare made from `seed`.
     """
     params = config.load_params(path)
     if variant is not None:
         config.check_variant(params, variant, kinds)
     keys = [k.replace("{variant}", variant or "") for k in keys]
     selected = config.select(params, keys)
+    if seed is not None and "seed" in selected:
+        selected["seed"] = seed
     log.info("stage %s%s | code %s | params %s", stage, f"@{variant}" if variant else "", code_version(),
              json.dumps(selected, sort_keys=True))
     return selected
+
+
+def plot_csv(plots: Path, kind: str, variant: str, seed: int | None) -> Path:
+    """A stage's plot data: results/plots/<kind>/<model>/seed<seed>.csv (<model>.csv without --seed), the same
+    seed level as its --out (results/<stage>/<model>/seed<seed>); a <kind> folder is one DVC plot of its files."""
+    return plots / kind / (f"{variant}/seed{seed}.csv" if seed is not None else f"{variant}.csv")
 
 
 def fingerprint(*parts: object) -> str:
@@ -54,11 +64,13 @@ def fingerprint(*parts: object) -> str:
 
 
 def stage_parser(stage: str, doc: str, variant: bool, paths: dict[str, str]) -> argparse.ArgumentParser:
-    """The argv of a stage: --variant (for per-variant stages), one required path option per entry of `paths`
-    (name -> help), and --params."""
+    """The argv of a stage: --variant and --seed (for per-variant stages), one required path option per entry of
+    `paths` (name -> help), and --params."""
     parser = argparse.ArgumentParser(prog=f"python -m pipeline.stages.{stage}", description=doc.strip().splitlines()[0])
     if variant:
         parser.add_argument("--variant", required=True, help="a key of pretrain.variants or refine.variants")
+        parser.add_argument("--seed", type=int, default=None,
+                            help="the training seed (one of params seeds); replaces params seed in this stage")
     for name, help_text in paths.items():
         parser.add_argument(f"--{name}", required=True, type=Path, help=help_text)
     parser.add_argument("--params", default="params.yaml", help="the params file, validated on start")

@@ -27,7 +27,12 @@ def test_load_params__gpu_profile_overlay_is_valid(tmp_path):
     (lambda p: p["pretrain"].update(mask_ratio=1.5), "pretrain.mask_ratio = 1.5"),
     (lambda p: p["pretrain"].update(mask_ratio=0.0), "pretrain.mask_ratio = 0.0"),
     (lambda p: p["pretrain"].update(blr="1e-3"), "pretrain.blr = '1e-3' is read as a string"),
-    (lambda p: p["probe"].update(k="twenty"), "probe.k = 'twenty'"),
+    (lambda p: p["probe"].update(knn="mim-refiner"), "probe.knn = 'mim-refiner'"),
+    (lambda p: p["probe"].update(select="deepest"), "probe.select = 'deepest'"),
+    (lambda p: p["evaluate"].update(knn_headline="dino20"), "evaluate.knn_headline = 'dino20'"),
+    (lambda p: p["evaluate"]["linear"].update(lrs=[1.0]), "evaluate.linear.lrs = [1.0]"),  # one value: no selection
+    (lambda p: p["evaluate"].update(fewshot_cs=[10.0]), "evaluate.fewshot_cs = [10.0]"),
+    (lambda p: p["evaluate"].update(fewshot_cs=[1.0, 1.0]), "evaluate.fewshot_cs = [1.0, 1.0]"),
     (lambda p: p["model"].update(num_heads=5), "model.embed_dim=32 is not divisible by model.num_heads=5"),
     (lambda p: p["pretrain"]["variants"]["mff"].update(fuse_blocks=[0, 1]), "end with the last block 2"),
     (lambda p: p["data"].update(dataset="mnist"), "data.dataset = 'mnist'"),
@@ -41,6 +46,9 @@ def test_load_params__gpu_profile_overlay_is_valid(tmp_path):
      "refine.variants.mae reuses a name of pretrain.variants"),
     (lambda p: p["refine"]["mochi"].update(hardest=0), "refine.mochi.hardest = 0"),
     (lambda p: p["refine"].update(local_size=5), "refine.local_size=5 is not a multiple of model.patch_size=2"),
+    (lambda p: p.update(seeds=[]), "seeds = []: [] should be non-empty"),
+    (lambda p: p.update(seeds=[0, 1, 0]), "seeds = [0, 1, 0]: [0, 1, 0] has non-unique elements"),
+    (lambda p: p.update(seeds=0), "seeds = 0: 0 is not of type 'array'"),
 ])
 def test_load_params__bad_value_names_the_key(tmp_path, params, edit, needle):
     edit(params)
@@ -71,9 +79,9 @@ def test_check_variant__misspelled_lists_the_known(params):
 
 
 def test_select__returns_only_declared_keys(params):
-    out = config.select(params, ["seed", "pretrain.variants.mff", "probe.k"])
+    out = config.select(params, ["seed", "pretrain.variants.mff", "probe.knn"])
     assert out == {"seed": 0, "pretrain": {"variants": {"mff": {"fuse_blocks": [0, 2], "fusion": "softmax"}}},
-                   "probe": {"k": 20}}
+                   "probe": {"knn": "mim_refiner"}}
 
 
 def test_every_float_in_params_is_a_float_in_both_yaml_versions():

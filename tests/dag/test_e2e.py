@@ -50,7 +50,10 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     root = project
     tool(["snakemake", "--cores", "2"], root)
     summary = (root / "results/report/summary.csv").read_text()
-    assert summary.splitlines()[0].startswith("model,knn_cls,knn_mean_patch,linear,fewshot_1,fewshot_2,kmeans_acc")
+    header = summary.splitlines()[0].split(",")
+    assert header[:3] == ["model", "knn_cls", "knn_mean_patch"]
+    # means under the metric's name, then n (seeds) and the std over seeds (blank with the default one seed)
+    assert {"linear", "fewshot_1", "fewshot_2", "kmeans_acc", "n", "knn_cls_std"} <= set(header)
     assert [line.split(",")[0] for line in summary.splitlines()[1:]] == [
         "mae", "mff", *REFINED, "random-init", "pixels"]
     assert {"rankme", "hard_rank", "alignment", "uniformity", "objective"} <= set(summary.splitlines()[0].split(","))
@@ -73,9 +76,9 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     # one probe key changed -> only the stages that read it (the probes, the random-init floor in baselines) and
     # the report that reads their outputs rerun
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["probe"]["k"] = 1
+    params["probe"]["bank_limit"] = 500
     write_params(root / "params.yaml", params)
-    probes = {"probe@mae", "probe@mff", *(f"probe_refined@{r}" for r in REFINED)}
+    probes = {"probe@mae-0", "probe@mff-0", *(f"probe_refined@{r}-0" for r in REFINED)}
     assert dvc_stale(root) == probes | {"baselines"}
     # Snakemake also plans the refinements: they read the probe's blocks.json, which it will rewrite
     assert snakemake_planned(root) == {"probe": 2, "probe_refined": 5, "baselines": 1, "refine": 5,
@@ -83,27 +86,27 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     repro = tool(["dvc", "repro"], root).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", repro))
     assert probes | {"baselines", "report"} <= ran
-    assert not ran & {"prepare", "pretrain@mae", "pretrain@mff", "evaluate@mae", "analyze@mae"}
+    assert not ran & {"prepare", "pretrain@mae-0", "pretrain@mff-0", "evaluate@mae-0", "analyze@mae-0"}
     tool(["snakemake", "--touch", "--cores", "1"], root)
     assert snakemake_planned(root) == {} and dvc_stale(root) == set()
 
     tool(["git", "add", "-A"], root)
     tool(["git", "commit", "-qm", "k=1"], root)
     params_diff = json.loads(tool(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
-    assert params_diff["params.yaml"]["probe.k"] == {"old": 20, "new": 1, "diff": -19}
+    assert params_diff["params.yaml"]["probe.bank_limit"] == {"old": 0, "new": 500, "diff": 500}
     metrics_diff = json.loads(tool(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
-    assert "knn_cls_best" in metrics_diff["results/probe/mae/metrics.json"]
+    assert "knn_cls_best" in metrics_diff["results/probe/mae/seed0/metrics.json"]
     plots = json.loads(tool(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
-    assert {"results/plots/knn_blocks/mae.csv", "results/report/knn_blocks.png"} <= set(plots["data"])
-    assert plots["data"]["results/plots/knn_blocks/mae.csv"][0]["revisions"] == ["HEAD~1", "HEAD"]
+    assert {"results/plots/knn_blocks/mae/seed0.csv", "results/report/knn_blocks.png"} <= set(plots["data"])
+    assert plots["data"]["results/plots/knn_blocks/mae/seed0.csv"][0]["revisions"] == ["HEAD~1", "HEAD"]
 
     # a forced rerun of a training stage writes the same bytes: DVC finds nothing modified
-    tool(["dvc", "repro", "-f", "-s", "pretrain@mae"], root)
+    tool(["dvc", "repro", "-f", "-s", "pretrain@mae-0"], root)
     assert dvc_stale(root) == set()
 
     # an experiment from the command line: DVC rewrites params.yaml, which must stay valid for every stage
     exp = tool(["dvc", "exp", "run", "-S", "analyze.images=50", "-n", "fewer-images"], root).stdout
-    assert set(re.findall(r"Running stage '([^']+)'", exp)) == {"analyze@mae", "analyze@mff", "report"}
+    assert set(re.findall(r"Running stage '([^']+)'", exp)) == {"analyze@mae-0", "analyze@mff-0", "report"}
     tool([sys.executable, "-m", "pipeline.config", "check"], root)
     shown = json.loads(tool(["dvc", "exp", "show", "--json"], root).stdout)
     assert "fewer-images" in json.dumps(shown)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline import dag
 from tests.conftest import REPO, copy_project, tiny_params, write_params
@@ -23,11 +24,15 @@ def tool(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
     return proc
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """The project with the tiny two-variant params, as a git + DVC repo."""
+@pytest.fixture(scope="module", params=[[0], [0, 1]], ids=["one-seed", "two-seeds"])
+def project(request, tmp_path_factory) -> Path:
+    """The project with the tiny two-variant params and one or two training seeds, as a git + DVC repo."""
     root = copy_project(tmp_path_factory.mktemp("parity"))
-    write_params(root / "params.yaml", tiny_params())
+    params = tiny_params()
+    params["seeds"] = request.param
+    write_params(root / "params.yaml", params)
+    # dvc.yaml as generated for these params (the refinements' sources are read from them)
+    (root / "dvc.yaml").write_text(tool([sys.executable, "-m", "pipeline.dag"], root).stdout)
     tool(["git", "init", "-q"], root)
     tool(["dvc", "init", "-q"], root)
     return root
@@ -50,7 +55,7 @@ def snakemake_jobs(root: Path) -> dict[str, dict]:
 
 
 def dvc_stages(root: Path) -> dict[str, dict]:
-    """Stages keyed by command, from DVC's own parse of dvc.yaml (foreach expanded)."""
+    """Stages keyed by command, from DVC's own parse of dvc.yaml (matrix expanded)."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
@@ -72,14 +77,18 @@ def test_dvc_yaml__is_generated_from_the_spec():
 def test_parity__same_jobs_commands_outs_and_deps(project):
     smk, dvc = snakemake_jobs(project), dvc_stages(project)
     assert set(smk) == set(dvc), "commands differ between Snakemake and DVC"
-    refined = ["mae_nna", "mff_nna", "mae_nnclr", "mae_moco", "mae_mochi"]
+    seeds = yaml.safe_load((project / "params.yaml").read_text())["seeds"]
+    source = {"mae_nna": "mae", "mff_nna": "mff", "mae_nnclr": "mae", "mae_moco": "mae", "mae_mochi": "mae"}
     assert sorted(s["name"] for s in dvc.values()) == sorted(
         ["prepare", "baselines", "report"]
-        + [f"{stage}@{v}" for stage in ("pretrain", "probe", "analyze", "evaluate") for v in ("mae", "mff")]
-        + [f"{stage}@{r}" for stage in ("refine", "probe_refined", "evaluate_refined") for r in refined])
+        + [f"{stage}@{v}-{s}" for stage in ("pretrain", "probe", "analyze", "evaluate") for v in ("mae", "mff")
+           for s in seeds]
+        + [f"probe_refined@{r}-{s}" for r in source for s in seeds]
+        # the stages that name the refinement's source: one matrix per pretrain variant (pipeline/dag.py)
+        + [f"{stage}-{source[r]}@{r}-{s}" for stage in ("refine", "evaluate_refined") for r in source for s in seeds])
     for cmd, stage in dvc.items():
         job = smk[cmd]
-        assert job["rule"] == stage["name"].split("@")[0]
+        assert job["rule"] == dag.rule_of(stage["name"])
         assert job["outs"] == stage["outs"], stage["name"]
         # DVC cannot list one file per variant in an all-variant stage; it depends on their folder instead
         folders = {d for d in stage["deps"] if (project / d).suffix == ""}
@@ -90,9 +99,10 @@ def test_parity__same_jobs_commands_outs_and_deps(project):
 
 def test_parity__dvc_params_are_the_keys_each_stage_declares(project):
     for stage in dvc_stages(project).values():
-        name, _, variant = stage["name"].partition("@")
-        declared = [k.replace("{variant}", variant) for k in dag.STAGES[name].params]
+        variant = stage["name"].partition("@")[2].rpartition("-")[0]  # <stage>@<variant>-<seed>
+        declared = [k.replace("{variant}", variant) for k in dag.STAGES[dag.rule_of(stage["name"])].params]
         assert stage["params"] == declared, stage["name"]
+        assert "seeds" not in declared or not variant, f"{stage['name']}: a new seed would rerun it"
 
 
 def test_code_deps__cover_every_pipeline_module_a_stage_imports():

@@ -8,7 +8,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from pipeline.eval.clustering import hungarian_accuracy, kmeans_scores
 from pipeline.eval.fewshot import fewshot_accuracy
-from pipeline.eval.linear import linear_probe
+from pipeline.eval.linear import linear_probe, train_linear_heads
 
 
 def blobs(n_per_class: int, classes: int, dim: int, seed: int, spread: float = 0.1):
@@ -42,7 +42,7 @@ def test_kmeans_scores__separable_blobs_are_perfect_and_nmi_matches_sklearn():
 def test_fewshot_accuracy__mean_and_std_over_splits():
     x, y = blobs(20, 3, 6, seed=0, spread=0.5)
     splits = {1: {0: np.array([0, 20, 40]), 1: np.array([1, 21, 41])}, 2: {0: np.array([0, 1, 20, 21, 40, 41])}}
-    out = fewshot_accuracy((x, y), (x, y), (x, y), splits, cs=[10.0])
+    out = fewshot_accuracy((x, y), (x, y), (x, y), splits, cs=[1.0, 10.0])
     assert set(out) == {"1", "2"} and len(out["1"]["runs"]) == 2
     assert out["2"]["mean"] == 1.0 and out["1"]["std"] == pytest.approx(np.std(out["1"]["runs"]))
 
@@ -68,4 +68,31 @@ def test_linear_probe__selects_lr_on_val_and_reads_test_once():
     b = linear_probe(t, t, flipped, 3, [1.0e-7, 0.1], epochs=20, batch_size=32, weight_decay=0.0, seed=0)
     assert a["lr"] == b["lr"] == 0.1
     assert a["val"]["0.1"] == 1.0 and a["val"]["1e-07"] < 0.9 and a["test"] == 1.0 and b["test"] == 0.0
+    assert a["selection"]["grid"] == [1.0e-7, 0.1] and a["selection"]["pick"] == 0.1
+    assert a["selection"]["edge"] and a["selection"]["key"] == "evaluate.linear.lrs"
 
+
+def test_train_linear_heads__each_head_equals_its_lr_trained_alone():
+    x, y = blobs(30, 3, 5, seed=1, spread=1.0)
+    f, t = torch.from_numpy(x), torch.from_numpy(y)
+    torch.manual_seed(0)
+    together = train_linear_heads(f, t, 3, [0.05, 3.0], epochs=3, batch_size=16, weight_decay=1.0e-4, seed=0)
+    torch.manual_seed(0)  # the first head's init is the first draw either way
+    alone = train_linear_heads(f, t, 3, [0.05], epochs=3, batch_size=16, weight_decay=1.0e-4, seed=0)
+    for p_together, p_alone in zip(together[0].parameters(), alone[0].parameters()):
+        assert torch.allclose(p_together, p_alone, atol=1e-6)
+    assert torch.allclose(together[0][0].running_mean, alone[0][0].running_mean)
+    assert not torch.allclose(together[0][1].weight, together[1][1].weight)
+
+
+
+def test_fewshot_accuracy__per_dimension_scale_does_not_change_the_result():
+    # features are standardized with the train split's statistics: a dimension in other units changes nothing
+    x, y = blobs(20, 3, 6, seed=2, spread=1.5)
+    scaled = x * np.array([1000.0, 1.0, 0.001, 1.0, 1.0, 1.0], dtype=np.float32)
+    splits = {1: {0: np.array([0, 20, 40]), 1: np.array([3, 23, 43])}, 2: {0: np.array([0, 1, 20, 21, 40, 41])}}
+    a = fewshot_accuracy((x, y), (x, y), (x, y), splits, cs=[0.1, 10.0, 1000.0])
+    b = fewshot_accuracy((scaled, y), (scaled, y), (scaled, y), splits, cs=[0.1, 10.0, 1000.0])
+    assert {k: v["c"] for k, v in a.items()} == {k: v["c"] for k, v in b.items()}
+    assert {k: v["runs"] for k, v in a.items()} == {k: v["runs"] for k, v in b.items()}
+    assert a["1"]["selection"]["rule"] == "one_se" and a["1"]["selection"]["key"] == "evaluate.fewshot_cs"

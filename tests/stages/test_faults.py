@@ -45,7 +45,8 @@ def test_probe__bad_params_after_a_good_run_change_nothing(work):
     outputs = ["results/probe/mae/blocks.json", "results/probe/mae/metrics.json", "results/plots/knn_blocks/mae.csv"]
     before = {p: (work / p).read_bytes() for p in outputs}
     text = (work / "params.yaml").read_text()
-    for bad in (text.replace("  k: 20", "  kk: 20"), text.replace("  k: 20", "  k: -1")):
+    good = "  knn: mim_refiner"
+    for bad in (text.replace(good, "  knnn: mim_refiner"), text.replace(good, "  knn: mim")):
         (work / "params.yaml").write_text(bad)
         proc = run_stage("probe", PROBE, work, check=False)
         assert proc.returncode == 2 and len(error_lines(proc)) == 1

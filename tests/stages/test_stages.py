@@ -37,7 +37,11 @@ def test_pretrain_probe__outputs_and_exact_rerun(work):
     assert [r["block"] for r in blocks["rows"]] == [0, 1, 2] and 1 <= blocks["depth"] <= 3
     assert all(0 <= r[k] <= 1 for r in blocks["rows"] for k in ("cls", "mean_patch"))
     header = (work / "results/plots/knn_blocks/mae.csv").read_text().splitlines()[0]
-    assert header == "block,cls,mean_patch"
+    assert header == "block,cls,mean_patch,cls_se,mean_patch_se"
+    assert blocks["depth"] == blocks["block"] + 1 and blocks["block"] in blocks["tied_blocks"]  # refine reads depth
+    assert blocks["select"] == "one_se" and blocks["knn"] == "mim_refiner" and blocks["k"] == 10
+    assert all(r["cls_se"] == pytest.approx((r["cls"] * (1 - r["cls"]) / blocks["val_size"]) ** 0.5)
+               for r in blocks["rows"])
 
 
 def test_pretrain__resumes_after_sigkill_with_same_result(work, params):
@@ -122,11 +126,11 @@ def test_pretrain__two_processes_bad_input_error_lines_and_exit_2(work, params):
 
 
 def test_stage__float_written_as_string(work):
-    text = (work / "params.yaml").read_text().replace("temperature: 0.07", "temperature: 7e-2", 1)  # probe.temperature
+    text = (work / "params.yaml").read_text().replace("mask_ratio: 0.75", "mask_ratio: 75e-2", 1)
     (work / "params.yaml").write_text(text)
     proc = run_stage("probe", PROBE, work, check=False)
     assert proc.returncode == 2
-    assert error_lines(proc) == ["error: params: probe.temperature = '7e-2' is read as a string; write floats "
+    assert error_lines(proc) == ["error: params: pretrain.mask_ratio = '75e-2' is read as a string; write floats "
                                  "with a dot and a signed exponent, e.g. 1.0e-3"]
 
 
@@ -165,12 +169,17 @@ def test_evaluate__all_protocols_with_a_short_finetune(work, params):
                            "results/plots"], work)
     metrics = json.loads((work / "results/evaluate/mae/metrics.json").read_text())
     geometry = {"rankme", "hard_rank", "alignment", "uniformity"}
+    knn = {f"knn_{p}_{pool}" for p in ("mim_refiner", "dino") for pool in ("cls", "mean_patch")}
     assert set(metrics) == {"knn_cls", "knn_mean_patch", "linear", "fewshot_1", "fewshot_2", "kmeans_acc",
-                            "kmeans_nmi", "kmeans_ari", "finetune"} | geometry
+                            "kmeans_nmi", "kmeans_ari", "finetune"} | geometry | knn
+    assert metrics["knn_cls"] == metrics[f"knn_{params['evaluate']['knn_headline']}_cls"]
     assert all(0 <= v <= 1 for k, v in metrics.items() if k not in geometry)
     assert 1 <= metrics["rankme"] <= 32 and 1 <= metrics["hard_rank"] <= 32  # width 32
     assert 0 <= metrics["alignment"] <= 4 and -4 <= metrics["uniformity"] <= 0
     spectrum = (work / "results/plots/spectrum/mae.csv").read_text().splitlines()
     assert spectrum[0] == "index,singular_value,log10_singular_value" and len(spectrum) == 1 + 32
     details = json.loads((work / "results/evaluate/mae/details.json").read_text())
-    assert set(details["linear"]["val"]) == {"0.01", "0.1", "1.0"} and len(details["fewshot"]["2"]["runs"]) == 2
+    assert set(details["linear"]["val"]) == {str(lr) for lr in params["evaluate"]["linear"]["lrs"]}
+    assert len(details["fewshot"]["2"]["runs"]) == 2
+    for sel in (details["linear"]["selection"], details["fewshot"]["2"]["selection"]):
+        assert len(sel["grid"]) >= 2 and sel["pick"] in sel["grid"] and isinstance(sel["edge"], bool)
