@@ -9,7 +9,7 @@ LOCKED = flock -n -E 75 .pipeline.lock
 LOCK_HELD = rc=$$?; [ $$rc = 75 ] && echo "error: another run holds .pipeline.lock in this workspace" >&2; exit $$rc
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup run repro test gpu lint
+.PHONY: setup run repro test gpu profile lint
 
 $(STAMP): envs/requirements.txt
 	python3 -m venv $(VENV)
@@ -42,7 +42,14 @@ test: $(STAMP) $(FASHION_MNIST)
 	. $(BIN)/activate && python -m pytest -q -p no:cacheprovider --timeout 900 tests
 
 gpu: $(STAMP)
-	$(BIN)/python -m pipeline.config switch profiles/gpu/params.yaml
+	$(MAKE) profile P=gpu
+
+# any params profile: merge profiles/$(P)/params.yaml into params.yaml and regenerate dvc.yaml (refinements are
+# grouped by their pretrained source there, so a profile that adds refinements needs the new file)
+profile: $(STAMP)
+	@[ -n "$(P)" ] || { echo "usage: make profile P=<ablations|cpu-long|gpu|imagenet|seeds3>" >&2; exit 2; }
+	$(BIN)/python -m pipeline.config switch profiles/$(P)/params.yaml
+	$(BIN)/python -m pipeline.dag > dvc.yaml.tmp && mv dvc.yaml.tmp dvc.yaml
 
 lint: $(STAMP)
 	. $(BIN)/activate && snakemake --lint && python -m pipeline.config check

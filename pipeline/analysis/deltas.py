@@ -83,7 +83,7 @@ def deltas_markdown(rows: list[dict]) -> str:
             continue
         online = r.get("online_knn_cls")
         cells = [r["model"], r["pretrained"], str(int(r["depth"])), str(int(r["first_head_block"])),
-                 f"{100 * r['ema_pretrained_share']:.2g}%",
+                 f"{100 * r['ema_pretrained_share']:.2f}%",
                  _pm(r, "d_knn_cls_vs_pretrained"), _pm(r, "d_fewshot_1_vs_pretrained"),
                  _pm(r, "d_val_knn_vs_best_block"), _pm(r, "d_knn_cls_vs_control"), _pm(r, "d_fewshot_1_vs_control"),
                  f"{100 * r['knn_cls']:.1f} / {100 * online:.1f}" if online == online and online is not None else ""]

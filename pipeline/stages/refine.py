@@ -77,6 +77,14 @@ def refinement_depth(choice: str | int, probed: int, depth: int) -> int:
     return value
 
 
+def refinement_phases(cfg: dict) -> list[tuple[str, int, float, int, bool, int]]:
+    """(name, epochs, base lr, neighbour top-k, trains the encoder, epoch offset) of the two phases, from the params
+    refine section: heads only with top-`head_topk` (MIM-Refiner's stage 2), then everything with top-`topk`
+    (stage 3). Phase 2 continues phase 1's seeded stream (offset `head_epochs`), so it never replays its batches."""
+    return [("heads", cfg["head_epochs"], cfg["head_blr"], cfg["head_topk"], False, 0),
+            ("full", cfg["epochs"], cfg["blr"], cfg["topk"], True, cfg["head_epochs"])]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("refine", __doc__, True, {
         "data": "results/data/<dataset>",
@@ -159,9 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         return update if train_encoder or keys else None
 
     history = []
-    phases = (("heads", cfg["head_epochs"], cfg["head_blr"], cfg["head_topk"], False),
-              ("full", cfg["epochs"], cfg["blr"], cfg["topk"], True))
-    for name, epochs, blr, topk, train_encoder in phases:
+    for name, epochs, blr, topk, train_encoder, offset in refinement_phases(cfg):
         if epochs == 0:
             continue
         encoder.requires_grad_(train_encoder)
@@ -179,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
                      checkpoint_every=cfg["checkpoint_every"], on_epoch=on_epoch,
                      extra_state={"ema": ema, **({"keys": keys} if keys else {})},
                      autocast=lambda: rt.autocast(device, run_cfg["precision"]),
-                     after_step=after_step(train_encoder), epoch_offset=cfg["head_epochs"] if train_encoder else 0)
+                     after_step=after_step(train_encoder), epoch_offset=offset)
         history += [{"phase": float(train_encoder), **r} for r in result.history]
     if not distributed.world().main:  # rank 0 writes every output
         return

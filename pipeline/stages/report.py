@@ -26,15 +26,15 @@ log = logging.getLogger(__name__)
 
 SUMMARY_HEADER = """# Summary
 
-Accuracies in %. knn_*, linear, fewshot_<shots> (mean over the fixed splits), kmeans_* and finetune are on the
-test split, with hyperparameters chosen on the validation split; val_knn_* is the per-block k-NN (CLS) of the
-probe on the validation split (blocks 0-based), depth the number of blocks kept for refinement (a refined model
-has only those), dlogamp_pi_last the Δ log amplitude at frequency π of the last block's tokens; for refined models
-objective and pretrained name the refinement, refine_nn_accuracy and refine_pos_mass the NN-retrieval accuracy and
-the positive's softmax mass at its end. Collapse analysis on a val subset of the evaluated feature (L2-normalized):
-rankme the effective rank (1 = collapsed), hard_rank the singular values of the covariance above 1e-3 of the
-largest, alignment the mean squared distance of two augmented views (lower = more invariant), uniformity
-log E exp(-2 d²) (0 = collapsed, lower = more spread).
+Accuracies in %. knn_cls and knn_mean_patch (the headline k-NN protocol, params evaluate.knn_headline), knn_dino_cls
+(DINO's protocol: k 20, T 0.07, raw features), linear, fewshot_<shots> (mean over the fixed splits), kmeans_* and
+finetune are on the test split, with hyperparameters chosen on the validation split (⚠: a grid capped the pick;
+edge_picks names the key to widen). val_knn_* is the probe's per-block k-NN (CLS, headline protocol) on the
+validation split, blocks 0-based; refine_nn_accuracy is the NN-retrieval accuracy at the end of refinement.
+Collapse analysis on a val subset of the evaluated feature (L2-normalized): rankme the effective rank
+(1 = collapsed), uniformity log E exp(-2 d²) (0 = collapsed, lower = more spread). summary.csv has every column
+(both protocols, NMI, hard rank, alignment, the Fourier statistic, the refinement's deltas and the online and
+cut-only-control metrics).
 
 """
 
@@ -49,6 +49,11 @@ CLS, validation split); vs cut-only control: the pretrained encoder cut at the r
 EMA that model.pt holds; k-NN EMA / online: test k-NN of the evaluated EMA encoder and of the online one.
 
 """
+
+# columns left out of summary.md's main table (the refinement table or summary.csv has them)
+MD_HIDDEN = ("d_", "online_", "control_", "knn_mim_refiner_", "knn_dino_mean_patch")
+MD_HIDDEN_COLS = {"kmeans_nmi", "hard_rank", "alignment", "dlogamp_pi_last", "objective", "pretrained", "depth",
+                  "first_head_block", "ema_pretrained_share", "refine_pos_mass"}
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
 PARAMS = ("pretrain.variants", "refine.variants", "seeds")
@@ -113,10 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     details = read_json(args.evaluate / "baselines" / "details.json")
     random_blocks = details["random-init"]["blocks"]
     # one table per seed (deltas pair each refined model with its source of the same seed), then mean, std, n
-    table = aggregate_table([summary_table(models, random_blocks, baselines) for models in runs.values()],
+    table = aggregate_table([summary_table(models, random_blocks, baselines, details) for models in runs.values()],
                             single=BASELINES)
     write_text(args.out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
-    main_cols = [c for c in table if not c.startswith(("d_", "online_", "control_"))]
+    # summary.md shows the headline columns; summary.csv and metrics.json keep every one
+    main_cols = [c for c in table if not c.startswith(MD_HIDDEN) and c.removesuffix("_std") not in MD_HIDDEN_COLS]
     write_text(args.out / "summary.md", SUMMARY_HEADER + SPREAD_NOTE + markdown_with_spread(table[main_cols],
                markdown_table) + REFINEMENT_HEADER + deltas_markdown(table.to_dict("records")))
     # figures: one entry per seed for every model (seaborn draws the spread over seeds), baselines once

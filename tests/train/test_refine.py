@@ -14,6 +14,7 @@ from pipeline.train.finetune import layer_of
 from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
 from pipeline.train.queue import EMA, NNQueue, ema_momentum, start_share
+from pipeline.stages.refine import refinement_phases
 from pipeline.train.refine_step import (
     MomentumKeys,
     Refiner,
@@ -228,3 +229,9 @@ def test_refine_step__objective_and_key_network_must_match():
         refine_step_fn(refiner, data, "moco", 0.2, 0.25, 0, (0.05, 0.25))
     with pytest.raises(ValueError, match="unknown objective"):
         refine_step_fn(refiner, data, "simclr", 0.2, 0.25, 0, (0.05, 0.25))
+
+
+def test_refinement_phases__own_topk_and_phase_two_continues_the_stream():
+    """Phase 1 draws top-head_topk neighbours from epoch 0; phase 2 top-topk from epoch head_epochs on."""
+    cfg = {"head_epochs": 2, "epochs": 3, "head_blr": 1.0, "blr": 2.0, "head_topk": 1, "topk": 20}
+    assert refinement_phases(cfg) == [("heads", 2, 1.0, 1, False, 0), ("full", 3, 2.0, 20, True, 2)]
