@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from pipeline import config
@@ -65,7 +66,8 @@ def test_refine_stream__draws_mim_refiner_views_in_workers_and_the_worker_count_
         assert "streaming 15 images" in proc.stderr
         outs[workers] = (prepared / f"results/refine/w{workers}/model.pt").read_bytes()
     metrics = json.loads((prepared / "results/refine/w0/metrics.json").read_text())
-    assert metrics["objective"] == "moco" and metrics["loss"] > 0
+    ckpt = torch.load(prepared / "results/refine/w0/model.pt", weights_only=True)
+    assert ckpt["objective"] == "moco" and metrics["loss"] > 0 and metrics["depth"] == ckpt["arch"]["depth"]
     assert outs[2] == outs[0]
 
 
