@@ -13,15 +13,13 @@ import math
 
 import numpy as np
 
-from pipeline.eval.selection import binomial_se
-
 # the headline metrics compared (metrics.json keys of evaluate)
 COMPARED = ("knn_cls", "fewshot_1")
 
 
-def difference_se(a: float, b: float, n: int) -> float:
+def binomial_se(a: float, b: float, n: int) -> float:
     """Standard error of the difference of two accuracies a, b on n images each (treated as independent)."""
-    return math.hypot(binomial_se(a, n), binomial_se(b, n))
+    return math.sqrt((a * (1 - a) + b * (1 - b)) / n)
 
 
 def paired_se(runs_a: list[float], runs_b: list[float]) -> float:
@@ -30,14 +28,17 @@ def paired_se(runs_a: list[float], runs_b: list[float]) -> float:
     return float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0
 
 
+def _fewshot_runs(details: dict, shots: str) -> list[float]:
+    return details["fewshot"][shots]["runs"]
+
+
 def metric_delta(metric: str, refined: dict, other: dict, n_test: int) -> tuple[float, float]:
     """(delta, its standard error) of one evaluate metric; `refined` and `other` are {"eval", "details"}."""
     a, b = refined["eval"][metric], other["eval"][metric]
     if metric.startswith("fewshot_"):
         shots = metric.split("_", 1)[1]
-        runs = [model["details"]["fewshot"][shots]["runs"] for model in (refined, other)]
-        return a - b, paired_se(*runs)
-    return a - b, difference_se(a, b, n_test)
+        return a - b, paired_se(_fewshot_runs(refined["details"], shots), _fewshot_runs(other["details"], shots))
+    return a - b, binomial_se(a, b, n_test)
 
 
 def refinement_deltas(refined: dict, pretrained: dict, val_size: int) -> dict[str, float]:
@@ -59,7 +60,7 @@ def refinement_deltas(refined: dict, pretrained: dict, val_size: int) -> dict[st
     # val k-NN: the refined model's last block against the pretrained encoder's best block (the probe's numbers)
     last, best = refined["blocks"][-1]["cls"], max(r["cls"] for r in pretrained["blocks"])
     out["d_val_knn_vs_best_block"] = last - best
-    out["d_val_knn_vs_best_block_se"] = difference_se(last, best, val_size)
+    out["d_val_knn_vs_best_block_se"] = binomial_se(last, best, val_size)
     return out
 
 
