@@ -9,7 +9,7 @@ LOCKED = flock -n -E 75 .pipeline.lock
 LOCK_HELD = rc=$$?; [ $$rc = 75 ] && echo "error: another run holds .pipeline.lock in this workspace" >&2; exit $$rc
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup run repro test gpu profile lint
+.PHONY: setup run repro test gpu profile lint compare exps
 
 $(STAMP): envs/requirements.txt
 	python3 -m venv $(VENV)
@@ -53,3 +53,13 @@ profile: $(STAMP)
 
 lint: $(STAMP)
 	. $(BIN)/activate && snakemake --lint && python -m pipeline.config check
+
+# compare two commits or DVC experiments from their committed results, without running anything:
+#   make compare A=HEAD~1 B=HEAD     (or experiment names from `dvc exp show`, or B=workspace)
+compare: $(STAMP)
+	@[ -n "$(A)" ] && [ -n "$(B)" ] || { echo "usage: make compare A=<rev|experiment> B=<rev|experiment|workspace>" >&2; exit 2; }
+	@$(BIN)/python -m pipeline.compare $(A) $(B)
+
+# the experiments table at terminal width: the headline metrics and the params that differ between rows
+exps: $(STAMP)
+	@. $(BIN)/activate && dvc exp show --only-changed --drop 'Created|State|Executor|dvc.lock' $(ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import json
 import re
 import sys
 from pathlib import Path
@@ -117,9 +118,36 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     try:
         params = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"params: {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"params: {where}: not valid YAML: {problem}") from None
     validate(params)
     return params
+
+
+def check_environment(params: dict, results: str | Path = "results") -> None:
+    """Rules that need more than the params file, for `config check`: batch sizes against the training images
+    (the prepared data card when there is one, else data.train_limit) and runtime.device=cuda against the machine.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    card = Path(results) / "data" / params["data"]["dataset"] / "card.json"
+    if card.is_file():
+        train, source = json.loads(card.read_text())["counts"]["train"], str(card)
+    else:
+        train, source = params["data"]["train_limit"], "data.train_limit"
+    for key, value in (("pretrain.batch_size", params["pretrain"]["batch_size"]),
+                       ("refine.batch_size", params["refine"]["batch_size"]),
+                       ("evaluate.finetune.batch_size", params["evaluate"]["finetune"]["batch_size"])):
+        if train and value > train:
+            raise ConfigError(f"params: {key}={value} exceeds the {train} training images ({source})")
+    if params["runtime"]["device"] == "cuda":
+        import torch  # only here: `config check` stays quick on CPU machines
+
+        if not torch.cuda.is_available():
+            raise ConfigError("params: runtime.device = 'cuda' but no CUDA device is visible (use auto or cpu)")
 
 
 def select(params: dict, keys: Iterable[str]) -> dict:
@@ -189,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "check":
-            load_params(args.params)
+            check_environment(load_params(args.params))
             print(f"{args.params}: valid")
         else:
             changed = switch(args.overlay, args.params)

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Stage:
-    """One DAG stage. `outs` are DVC-cached (checkpoints); `files` are small outputs kept in git."""
+    """One DAG stage. `outs` are DVC-cached (checkpoints); `files` are small outputs kept in git; `metrics` are DVC
+    metrics files (only the report's headline table, so `dvc metrics show` / `dvc exp show` stay readable)."""
 
     name: str
     args: str
@@ -63,16 +64,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                       "--out results/pretrain/{variant}/seed{seed} --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json"),
           outs=("results/pretrain/{variant}/seed{seed}/model.pt",),
-          files=("results/plots/pretrain_curve/{variant}/seed{seed}.csv",),
-          metrics=("results/pretrain/{variant}/seed{seed}/metrics.json",),
+          files=("results/plots/pretrain_curve/{variant}/seed{seed}.csv",
+                 "results/pretrain/{variant}/seed{seed}/metrics.json"),
           per="variant"),
     Stage("probe", "--variant {variant} --seed {seed} --data results/data/{dataset} "
                    "--model results/pretrain/{variant}/seed{seed}/model.pt --out results/probe/{variant}/seed{seed} "
                    "--plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/pretrain/{variant}/seed{seed}/model.pt"),
-          files=("results/probe/{variant}/seed{seed}/blocks.json", "results/plots/knn_blocks/{variant}/seed{seed}.csv"),
-          metrics=("results/probe/{variant}/seed{seed}/metrics.json",),
+          files=("results/probe/{variant}/seed{seed}/blocks.json", "results/plots/knn_blocks/{variant}/seed{seed}.csv",
+                 "results/probe/{variant}/seed{seed}/metrics.json"),
           per="variant"),
     Stage("analyze", "--variant {variant} --seed {seed} --data results/data/{dataset} "
                      "--model results/pretrain/{variant}/seed{seed}/model.pt --out results/analyze/{variant}/seed{seed}",
@@ -88,16 +89,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/pretrain/{pretrained}/seed{seed}/model.pt", "results/probe/{pretrained}/seed{seed}/blocks.json"),
           outs=("results/refine/{refined}/seed{seed}/model.pt",),
-          files=("results/plots/refine_curve/{refined}/seed{seed}.csv",),
-          metrics=("results/refine/{refined}/seed{seed}/metrics.json",),
+          files=("results/plots/refine_curve/{refined}/seed{seed}.csv",
+                 "results/refine/{refined}/seed{seed}/metrics.json"),
           per="refined"),
     Stage("probe_refined", "--variant {refined} --seed {seed} --data results/data/{dataset} "
                            "--model results/refine/{refined}/seed{seed}/model.pt "
                            "--out results/probe/{refined}/seed{seed} --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/refine/{refined}/seed{seed}/model.pt"),
-          files=("results/probe/{refined}/seed{seed}/blocks.json", "results/plots/knn_blocks/{refined}/seed{seed}.csv"),
-          metrics=("results/probe/{refined}/seed{seed}/metrics.json",),
+          files=("results/probe/{refined}/seed{seed}/blocks.json", "results/plots/knn_blocks/{refined}/seed{seed}.csv",
+                 "results/probe/{refined}/seed{seed}/metrics.json"),
           per="refined", runs="probe"),
     # --pretrained: the cut-only control (the pretrained encoder cut at the refined depth) when refine cut it
     Stage("evaluate_refined", "--variant {refined} --seed {seed} --data results/data/{dataset} "
@@ -107,23 +108,23 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/data/{dataset}/fewshot.json", "results/refine/{refined}/seed{seed}/model.pt",
                 "results/pretrain/{pretrained}/seed{seed}/model.pt"),
-          files=("results/evaluate/{refined}/seed{seed}/details.json", "results/plots/spectrum/{refined}/seed{seed}.csv"),
-          metrics=("results/evaluate/{refined}/seed{seed}/metrics.json",),
+          files=("results/evaluate/{refined}/seed{seed}/details.json", "results/plots/spectrum/{refined}/seed{seed}.csv",
+                 "results/evaluate/{refined}/seed{seed}/metrics.json"),
           per="refined", runs="evaluate"),
     Stage("evaluate", "--variant {variant} --seed {seed} --data results/data/{dataset} "
                       "--model results/pretrain/{variant}/seed{seed}/model.pt --out results/evaluate/{variant}/seed{seed} "
                       "--plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/data/{dataset}/fewshot.json", "results/pretrain/{variant}/seed{seed}/model.pt"),
-          files=("results/evaluate/{variant}/seed{seed}/details.json", "results/plots/spectrum/{variant}/seed{seed}.csv"),
-          metrics=("results/evaluate/{variant}/seed{seed}/metrics.json",),
+          files=("results/evaluate/{variant}/seed{seed}/details.json", "results/plots/spectrum/{variant}/seed{seed}.csv",
+                 "results/evaluate/{variant}/seed{seed}/metrics.json"),
           per="variant"),
     Stage("baselines", "--data results/data/{dataset} --out results/evaluate/baselines --plots results/plots",
           deps=("results/data/{dataset}/arrays.npz", "results/data/{dataset}/card.json",
                 "results/data/{dataset}/fewshot.json"),
           files=("results/evaluate/baselines/details.json", "results/plots/knn_blocks/random-init.csv",
-                 "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv"),
-          metrics=("results/evaluate/baselines/metrics.json",)),
+                 "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv",
+                 "results/evaluate/baselines/metrics.json")),
     # every seed of every model: the report aggregates each metric over seeds (mean, std, n)
     Stage("report", "--probe results/probe --pretrain results/pretrain --analyze results/analyze "
                     "--evaluate results/evaluate --refine results/refine --plots results/plots "
@@ -140,25 +141,57 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                 "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv"),
           files=("results/report/summary.csv", "results/report/summary.md", "results/report/knn_blocks.png",
                  "results/report/frequency.png", "results/report/fusion_weights.png",
-                 "results/report/fewshot.png", "results/report/spectrum.png"),
+                 "results/report/fewshot.png", "results/report/spectrum.png", "results/report/all_metrics.json"),
           metrics=("results/report/metrics.json",)),
 )}
 
-# top-level DVC plots: a folder of per-model CSVs each (<model>/seed<seed>.csv), drawn as one figure
-PLOTS = {
-    "results/plots/knn_blocks": {"x": "block", "y": ["cls", "mean_patch"],
-                                 "title": "k-NN accuracy per block (validation split)"},
-    "results/plots/pretrain_curve": {"x": "epoch", "y": ["loss"], "title": "pretraining loss"},
-    "results/plots/refine_curve": {"x": "epoch", "y": ["loss", "alignment", "nn_accuracy", "knn"],
-                                   "title": "contrastive refinement"},
-    "results/plots/spectrum": {"x": "index", "y": ["log10_singular_value"],
-                               "title": "singular values of the feature covariance (val, L2-normalized)"},
-    "results/report/knn_blocks.png": {},
-    "results/report/frequency.png": {},
-    "results/report/fusion_weights.png": {},
-    "results/report/fewshot.png": {},
-    "results/report/spectrum.png": {},
+# Top-level DVC plots: one chart per quantity, titled by it, with every model's file in it (DVC's multi-file form:
+# `y` maps each file to its column), so `dvc plots show` draws each model once per chart and `dvc plots diff A B`
+# overlays the two commits in each chart. A template names {variant} (every pretrain variant x seed), {refined}
+# (every refinement x seed) or a baseline's one file; dvc_plots expands them from params, so a new variant or seed
+# list needs a regenerated dvc.yaml for its lines to appear (the stages run without it; the parity test flags it).
+# Loss and the k-NN monitor are separate charts: their scales differ by two orders of magnitude.
+# The "live" charts read DVCLive's per-epoch tsv (<out>/live/plots/metrics/...), which a training stage appends to
+# while it runs under either tool, so curves show before the stage ends. The declared CSVs cannot do this: they are
+# outputs written once at the end (a killed run must not leave a partial tracked file). The tsv are gitignored
+# working files: DVC skips a missing one with a warning (exit 0; an error entry in --json), so a fresh clone or a
+# `dvc plots diff` of commits shows these charts empty.
+KNN = ("results/plots/knn_blocks/{variant}/seed{seed}.csv", "results/plots/knn_blocks/{refined}/seed{seed}.csv",
+       "results/plots/knn_blocks/random-init.csv")
+SPECTRUM = ("results/plots/spectrum/{variant}/seed{seed}.csv", "results/plots/spectrum/{refined}/seed{seed}.csv",
+            "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv")
+PRETRAIN_LIVE = "results/pretrain/{variant}/seed{seed}/live/plots/metrics/train/"
+REFINE_LIVE = "results/refine/{refined}/seed{seed}/live/plots/metrics/refine/"
+PLOTS: dict[str, dict] = {
+    "knn_cls_per_block": {"files": KNN, "x": "block", "y": "cls", "title": "k-NN accuracy of the CLS token per block",
+                          "x_label": "block (0-based)", "y_label": "k-NN accuracy (val)"},
+    "knn_mean_patch_per_block": {"files": KNN, "x": "block", "y": "mean_patch",
+                                 "title": "k-NN accuracy of the mean patch token per block",
+                                 "x_label": "block (0-based)", "y_label": "k-NN accuracy (val)"},
+    "pretrain_loss": {"files": ("results/plots/pretrain_curve/{variant}/seed{seed}.csv",), "x": "epoch", "y": "loss",
+                      "title": "pretraining loss (reconstruction)", "x_label": "epoch", "y_label": "loss"},
+    "refine_loss": {"files": ("results/plots/refine_curve/{refined}/seed{seed}.csv",), "x": "epoch", "y": "loss",
+                    "title": "refinement loss", "x_label": "epoch (heads, then encoder)", "y_label": "loss"},
+    "refine_monitor": {"files": ("results/plots/refine_curve/{refined}/seed{seed}.csv",), "x": "epoch",
+                       "y": ["knn", "nn_accuracy"],
+                       "title": "refinement monitor: k-NN of the EMA encoder, NN-retrieval accuracy",
+                       "x_label": "epoch (heads, then encoder)", "y_label": "accuracy"},
+    "spectrum": {"files": SPECTRUM, "x": "index", "y": "log10_singular_value",
+                 "title": "singular values of the feature covariance (val, L2-normalized)",
+                 "x_label": "index", "y_label": "log10 singular value"},
+    "live_pretrain_loss": {"files": (PRETRAIN_LIVE + "loss.tsv",), "x": "step", "y": "loss",
+                           "title": "live: pretraining loss while a stage trains (DVCLive)",
+                           "x_label": "epoch (0-based)", "y_label": "loss"},
+    "live_refine_loss": {"files": (REFINE_LIVE + "loss.tsv",), "x": "step", "y": "loss",
+                         "title": "live: refinement loss while a stage trains (DVCLive)",
+                         "x_label": "epoch (0-based, both phases)", "y_label": "loss"},
+    "live_refine_knn": {"files": (REFINE_LIVE + "knn.tsv",), "x": "step", "y": "knn",
+                        "title": "live: refinement k-NN monitor while a stage trains (DVCLive)",
+                        "x_label": "epoch (0-based, both phases)", "y_label": "k-NN accuracy (monitor)"},
 }
+# the report's figures, drawn as image plots
+IMAGE_PLOTS = ("results/report/knn_blocks.png", "results/report/frequency.png", "results/report/fusion_weights.png",
+               "results/report/fewshot.png", "results/report/spectrum.png")
 
 # the params dict each kind of per-variant stage iterates over (with the training seeds)
 MATRIX = {"variant": "pretrain.variants", "refined": "refine.variants"}
@@ -183,7 +216,7 @@ def stage_params_keys(module: str) -> tuple[str, ...]:
 
 
 def code_deps(module: str) -> list[str]:
-    """Every file of `pipeline` that `module` imports, transitively (static: no import runs), plus the schema."""
+    """Every file of `pipeline` that `module` imports, transitively (static: no import runs)."""
     seen: set[Path] = set()
     todo = [module]
     while todo:
@@ -200,10 +233,10 @@ def code_deps(module: str) -> list[str]:
                     todo.extend(f"{node.module}.{a.name}" for a in node.names)
                 elif isinstance(node, ast.Import):
                     todo.extend(a.name for a in node.names if a.name.startswith("pipeline"))
-    files = {str(f.relative_to(ROOT)) for f in seen}
-    if "pipeline/config.py" in files:
-        files.add("pipeline/params.schema.yaml")
-    return sorted(files)
+    # params.schema.yaml is not a dependency: validation passes or stops a stage, it never changes an output, and
+    # a stage depends on the values of the keys it declares (DVC params, Snakemake params). Were the schema a
+    # dependency, adding any key to it would rerun the whole DAG.
+    return sorted(str(f.relative_to(ROOT)) for f in seen)
 
 
 def _dvc_path(template: str, per: str = "", pretrained: str = "") -> str:
@@ -260,7 +293,28 @@ def dvc_yaml(params: dict) -> dict:
     stages: dict = {}
     for stage in STAGES.values():
         stages.update(dvc_stages(stage, params))
-    return {"stages": stages, "plots": [{path: props} if props else path for path, props in PLOTS.items()]}
+    return {"stages": stages, "plots": dvc_plots(params)}
+
+
+def plot_files(templates: tuple[str, ...], params: dict) -> list[str]:
+    """The files of `templates` for `params`: each {variant} template over pretrain.variants x seeds, each {refined}
+    one over refine.variants x seeds (model by model, seeds within), the others as they are."""
+    seeds = params[SEEDS]
+    files = []
+    for t in templates:
+        per = next((p for p in MATRIX if "{" + p + "}" in t), None)
+        names = list(params[MATRIX[per].split(".")[0]]["variants"]) if per else [None]
+        files += [t.replace("{" + per + "}", n).replace("{seed}", str(s)) for n in names for s in seeds] if per else [t]
+    return files
+
+
+def dvc_plots(params: dict) -> list:
+    """dvc.yaml's top-level plots: one chart per PLOTS quantity, `y` mapping every model's file to its column(s),
+    then the report's PNGs."""
+    charts = [{plot_id: {"title": spec["title"], "x": spec["x"], "x_label": spec["x_label"],
+                         "y": {f: spec["y"] for f in plot_files(spec["files"], params)}, "y_label": spec["y_label"]}}
+              for plot_id, spec in PLOTS.items()]
+    return charts + list(IMAGE_PLOTS)
 
 
 def rule_of(dvc_name: str) -> str:

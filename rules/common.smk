@@ -7,6 +7,12 @@ import sys
 from pipeline import config as pipeline_config
 from pipeline.dag import STAGES, code_deps
 
+# params.yaml is the one experiment definition, read by both tools: a --config/--configfile override would change
+# what Snakemake runs but not what DVC records, so it is refused rather than silently ignored
+if config:
+    print("error: snakemake --config/--configfile is not read here; edit params.yaml, switch a profile "
+          "(make profile P=<name>) or run an experiment with dvc exp run -S key=value", file=sys.stderr)
+    sys.exit(2)
 try:
     PARAMS = pipeline_config.load_params("params.yaml")
 except pipeline_config.ConfigError as err:  # one line naming the key, exit 2, as every stage does

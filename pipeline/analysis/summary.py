@@ -30,6 +30,17 @@ def edge_picks(details: dict) -> str | float:
     return "; ".join(f"{m} (widen {sel['key']})" for m, sel in picks.items() if sel and sel["edge"]) or float("nan")
 
 
+def split_se(details: dict) -> dict[str, float]:
+    """fewshot_<shots>_split_se: the standard error of a few-shot mean over its fixed splits (one run's noise)."""
+    out = {}
+    for shots, rec in details.get("fewshot", {}).items():
+        runs = rec.get("runs", [])
+        if len(runs) > 1:
+            mean = sum(runs) / len(runs)
+            out[f"fewshot_{shots}_split_se"] = (sum((r - mean) ** 2 for r in runs) / (len(runs) - 1) / len(runs)) ** 0.5
+    return out
+
+
 def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]],
                   baselines: dict[str, dict[str, float]], baseline_details: dict[str, dict] | None = None
                   ) -> pd.DataFrame:
@@ -43,17 +54,23 @@ def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]]
     Args:
         models: name -> {"eval": evaluate metrics.json (test-split protocols), "blocks": the probe's per-block
             rows on val, "details": evaluate details.json, "extra": further columns (depth, pretraining loss,
-            Fourier statistic, refine metrics)}.
+            Fourier statistic, refine metrics)} and "val_size" (the probe's validation images).
         random_blocks: the random-init encoder's per-block k-NN rows (baselines details.json).
         baselines: "random-init" | "pixels" -> baselines metrics.json entries.
         baseline_details: the baselines details.json, for their edge picks (None: not marked).
     """
-    rows = [{"model": name, **m["eval"], **val_knn(m["blocks"]), **m["extra"], "edge_picks": edge_picks(m["details"])}
-            for name, m in models.items()]
+    rows = [{"model": name, **m["eval"], **val_knn(m["blocks"]), **m["extra"], "edge_picks": edge_picks(m["details"]),
+             **split_se(m["details"])} for name, m in models.items()]
     rows.append({"model": "random-init", **baselines["random-init"], **val_knn(random_blocks)})
     rows.append({"model": "pixels", **baselines["pixels"]})
     for row in rows[-2:]:
         row["edge_picks"] = edge_picks(baseline_details[row["model"]]) if baseline_details else float("nan")
+        row.update(split_se(baseline_details[row["model"]]) if baseline_details else {})
+    # the split sizes, for the binomial error of any accuracy (pipeline.compare); every model sees the same splits
+    sizes = next(({"test_size": m["details"]["test_size"], "val_size": m["val_size"]} for m in models.values()
+                  if "test_size" in m["details"] and "val_size" in m), {})
+    for row in rows:
+        row.update(sizes)
     table = pd.DataFrame(rows)
     if table["edge_picks"].isna().all():
         table = table.drop(columns="edge_picks")

@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     live = Live(dir=str(args.out / "live"), resume=any(args.out.glob("resume-*.pt")), dvcyaml=False,
                 save_dvc_exp=False, report=None) if distributed.world().main else None
 
+    phase = {"name": ""}  # the log names the phase each epoch belongs to (epochs count on across phases)
+
     def on_epoch(rec: dict[str, float]) -> None:
         # k-NN of the EMA encoder on a held-out subset: collapse shows here while it trains
         bank, val = (pooled_features(ema.module, d, 1024)["cls"] for d in monitor)
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
             if k not in ("epoch", "step"):
                 live.log_metric(f"refine/{k}", v)
         live.next_step()
-        log.info("epoch %d: %s", rec["epoch"], {k: round(v, 5) for k, v in rec.items()})
+        log.info("%s phase, epoch %d: %s", phase["name"], rec["epoch"], {k: round(v, 5) for k, v in rec.items()})
 
     def after_step(train_encoder: bool):
         # the key network follows heads and encoder in both phases; the evaluation EMA only when the encoder trains
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         if epochs == 0:
             continue
         encoder.requires_grad_(train_encoder)
+        phase["name"] = name
         for queue in refiner.queues:
             queue.topk = topk
         groups = layer_decay_groups(refiner, depth + 1, layer_of(depth), cfg["weight_decay"], cfg["layer_decay"])
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         "depth": depth, "heads": len(refiner.blocks), "first_head_block": refiner.blocks[0],
         # the pretrained encoder's weight in the written (EMA) model: m ** steps, or the product of warmup momenta
         "ema_pretrained_share": float(f"{start_share(cfg['ema'], int(ema.updates), cfg['ema_warmup']):.6g}"),
-        **{k: round(last[k], 6) for k in ("loss", "alignment", "nn_accuracy", "nn_similarity", "knn")}})
+        **{k: round(last[k], 6) for k in ("loss", "pos_mass", "nn_accuracy", "nn_similarity", "knn")}})
     for name in ("heads", "full"):
         (args.out / f"resume-{name}.pt").unlink(missing_ok=True)
 

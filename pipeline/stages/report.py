@@ -53,12 +53,15 @@ EMA that model.pt holds; k-NN EMA / online: test k-NN of the evaluated EMA encod
 # columns left out of summary.md's main table (the refinement table or summary.csv has them)
 MD_HIDDEN = ("d_", "online_", "control_", "knn_mim_refiner_", "knn_dino_mean_patch")
 MD_HIDDEN_COLS = {"kmeans_nmi", "hard_rank", "alignment", "dlogamp_pi_last", "objective", "pretrained", "depth",
-                  "first_head_block", "ema_pretrained_share", "refine_pos_mass"}
+                  "first_head_block", "ema_pretrained_share", "refine_pos_mass", "test_size", "val_size"}
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
 PARAMS = ("pretrain.variants", "refine.variants", "seeds")
 
 BASELINES = ("random-init", "pixels")  # run once (the data seed), not per training seed
+# the DVC metrics file (metrics.json) holds these per model, so `dvc metrics show` and `dvc exp show` stay a
+# terminal-wide table; all_metrics.json (a plain output) holds every number for pipeline.compare and the full view
+HEADLINE = ("knn_cls", "linear", "fewshot_1", "fewshot_10", "finetune", "val_knn_best")
 
 
 def require(path: Path) -> Path:
@@ -70,6 +73,14 @@ def require(path: Path) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(require(path).read_text())
+
+
+def numbers_only(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """model -> metric -> number, from the aggregated table: names and flags (summary.csv keeps them) and blanks
+    left out, so every metrics column is numeric and means one thing."""
+    return {row["model"]: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()
+                           if k != "model" and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+            for row in table.to_dict("records")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             probe = read_json(args.probe / d / "blocks.json")
             high_freq = read_json(args.analyze / d / "frequency.json")["high_frequency"]
             models[v] = {"eval": read_json(args.evaluate / d / "metrics.json"), "blocks": probe["rows"],
+                         "val_size": probe["val_size"],
                          "details": read_json(args.evaluate / d / "details.json"),
                          "extra": {"depth": probe["depth"], "pretrain_loss": pretrain["loss"],
                                    "dlogamp_pi_last": high_freq[-1]}, "fusion": pretrain["fusion_weights"],
@@ -105,11 +117,11 @@ def main(argv: list[str] | None = None) -> None:
             probe = read_json(args.probe / d / "blocks.json")
             models[name] = {
                 "eval": read_json(args.evaluate / d / "metrics.json"), "blocks": probe["rows"],
-                "details": read_json(args.evaluate / d / "details.json"),
+                "val_size": probe["val_size"], "details": read_json(args.evaluate / d / "details.json"),
                 "extra": {"objective": spec["objective"], "pretrained": spec["pretrained"], "depth": refine["depth"],
                           "first_head_block": refine["first_head_block"],
                           "ema_pretrained_share": refine["ema_pretrained_share"],
-                          "refine_nn_accuracy": refine["nn_accuracy"], "refine_pos_mass": refine["alignment"]}}
+                          "refine_nn_accuracy": refine["nn_accuracy"], "refine_pos_mass": refine["pos_mass"]}}
             models[name]["extra"].update(refinement_deltas(models[name], models[spec["pretrained"]],
                                                            probe["val_size"]))
         for name, m in models.items():
@@ -122,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
                             single=BASELINES)
     write_text(args.out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
     # summary.md shows the headline columns; summary.csv and metrics.json keep every one
-    main_cols = [c for c in table if not c.startswith(MD_HIDDEN) and c.removesuffix("_std") not in MD_HIDDEN_COLS]
+    main_cols = [c for c in table if not c.startswith(MD_HIDDEN) and c.removesuffix("_std") not in MD_HIDDEN_COLS
+                 and "_split_se" not in c]
     write_text(args.out / "summary.md", SUMMARY_HEADER + SPREAD_NOTE + markdown_with_spread(table[main_cols],
                markdown_table) + REFINEMENT_HEADER + deltas_markdown(table.to_dict("records")))
     # figures: one entry per seed for every model (seaborn draws the spread over seeds), baselines once
@@ -138,10 +151,10 @@ def main(argv: list[str] | None = None) -> None:
                     args.out / "spectrum.png")
     fusion_weights_figure({v: [m["fusion"] for m in over_seeds[v]] for v in variants if over_seeds[v][0]["fusion"]},
                           args.out / "fusion_weights.png")
-    metrics = {row["model"]: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()
-                              if k != "model" and v == v}
-               for row in table.to_dict("records")}
-    write_json(args.out / "metrics.json", metrics)
+    all_metrics = numbers_only(table)
+    write_json(args.out / "all_metrics.json", all_metrics)
+    write_json(args.out / "metrics.json", {model: {k: v for k, v in row.items() if k in HEADLINE}
+                                           for model, row in all_metrics.items()})
     log.info("wrote %s: %d rows", args.out, len(table))
 
 

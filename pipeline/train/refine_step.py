@@ -165,7 +165,7 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Vie
     that was never filled. Local crops come at `local_size` pixels, with their own token grid (one encoder pass
     per view size).
 
-    Metrics: alignment (the positive's softmax mass in the first term), nn_accuracy and nn_similarity (label
+    Metrics: pos_mass (the positive's softmax mass in the first term), nn_accuracy and nn_similarity (label
     agreement and cosine of the anchor's nearest queue entry).
 
     Under torchrun (as in the official code) the predictions are gathered with their gradients, so NNA/NNCLR
@@ -207,7 +207,7 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Vie
             # queries); NNA/NNCLR enqueue one view's anchors, as MIM-Refiner's queue does
             for view in (0, 1) if key_sets else (0,):
                 queue.push(*(distributed.gather(t) for t in (anchors[view], idx, labels)))
-            metrics = {"alignment": align, "nn_accuracy": (nn_label == labels).float().mean(),
+            metrics = {"pos_mass": align, "nn_accuracy": (nn_label == labels).float().mean(),
                        "nn_similarity": nn_sim.mean()}
         return total, metrics
 

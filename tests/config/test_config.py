@@ -100,3 +100,33 @@ def test_every_float_in_params_is_a_float_in_both_yaml_versions():
         v12 = dict(leaves(YAML(typ="safe").load(text)))
         for key, value in v12.items():
             assert type(v11[key]) is type(value), f"{path.name}: {key} reads as {v11[key]!r} vs {value!r}"
+
+
+def test_load_params__yaml_syntax_error_keeps_line_and_column(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\nruntime:\n  device: [cpu\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml:\d+:\d+: not valid YAML") as err:
+        config.load_params(path)
+    assert len(str(err.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("key", ["pretrain", "refine"])
+def test_check_environment__batch_larger_than_the_training_images(tmp_path, params, key):
+    params["data"]["train_limit"] = 100
+    params[key]["batch_size"] = 128
+    with pytest.raises(ConfigError, match=f"{key}.batch_size=128 exceeds the 100 training images"):
+        config.check_environment(params, tmp_path)
+    # a prepared data card is the authority when there is one
+    card = tmp_path / "data" / params["data"]["dataset"] / "card.json"
+    card.parent.mkdir(parents=True)
+    card.write_text('{"counts": {"train": 1000, "val": 300, "test": 300}}')
+    config.check_environment(params, tmp_path)
+
+
+def test_check_environment__cuda_without_a_gpu(params, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    params["runtime"]["device"] = "cuda"
+    with pytest.raises(ConfigError, match="runtime.device = 'cuda' but no CUDA device"):
+        config.check_environment(params, "nowhere")

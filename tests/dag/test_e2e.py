@@ -57,6 +57,12 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     assert [line.split(",")[0] for line in summary.splitlines()[1:]] == [
         "mae", "mff", *REFINED, "random-init", "pixels"]
     assert {"rankme", "hard_rank", "alignment", "uniformity", "objective"} <= set(summary.splitlines()[0].split(","))
+    headline = json.loads((root / "results/report/metrics.json").read_text())
+    assert list(headline) == ["mae", "mff", *REFINED, "random-init", "pixels"]
+    assert all(isinstance(v, (int, float)) for m in headline.values() for v in m.values())
+    assert {"knn_cls", "linear", "fewshot_1", "val_knn_best", "finetune"} <= set(headline["mae"])
+    full = json.loads((root / "results/report/all_metrics.json").read_text())
+    assert {"test_size", "val_size", "fewshot_1_split_se", "kmeans_nmi", "n"} <= set(full["mae_nna"])
     assert (root / "results/report/knn_blocks.png").stat().st_size > 10_000
     assert (root / "results/report/spectrum.png").stat().st_size > 10_000
     tool(["snakemake", "--report", "report.html"], root)
@@ -95,7 +101,9 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     params_diff = json.loads(tool(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
     assert params_diff["params.yaml"]["probe.bank_limit"] == {"old": 0, "new": 500, "diff": 500}
     metrics_diff = json.loads(tool(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
-    assert "knn_cls_best" in metrics_diff["results/probe/mae/seed0/metrics.json"]
+    # one DVC metrics file, the report's headline table: the per-stage JSONs are plain outputs
+    assert set(metrics_diff) == {"results/report/metrics.json"}
+    assert "mae.val_knn_best" in metrics_diff["results/report/metrics.json"]
     plots = json.loads(tool(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
     assert {"results/plots/knn_blocks/mae/seed0.csv", "results/report/knn_blocks.png"} <= set(plots["data"])
     assert plots["data"]["results/plots/knn_blocks/mae/seed0.csv"][0]["revisions"] == ["HEAD~1", "HEAD"]
@@ -103,6 +111,21 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     # a forced rerun of a training stage writes the same bytes: DVC finds nothing modified
     tool(["dvc", "repro", "-f", "-s", "pretrain@mae-0"], root)
     assert dvc_stale(root) == set()
+
+    # a new params key (schema and params.yaml) read by one stage reruns that stage and what reads its outputs,
+    # in both tools: the schema is not a dependency of every stage
+    schema = root / "pipeline/params.schema.yaml"
+    text = schema.read_text()
+    anchor = "      images: {$ref: \"#/$defs/posint\", description: validation images for the per-block Fourier analysis}\n"
+    assert anchor in text
+    schema.write_text(text.replace(anchor, anchor + "      note: {type: integer}\n"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["analyze"]["note"] = 1
+    write_params(root / "params.yaml", params)
+    assert dvc_stale(root) == {"analyze@mae-0", "analyze@mff-0"}
+    assert snakemake_planned(root) == {"analyze": 2, "report": 1}
+    tool(["git", "checkout", "--", "pipeline/params.schema.yaml", "params.yaml"], root)
+    assert snakemake_planned(root) == {} and dvc_stale(root) == set()
 
     # an experiment from the command line: DVC rewrites params.yaml, which must stay valid for every stage
     exp = tool(["dvc", "exp", "run", "-S", "analyze.images=50", "-n", "fewer-images"], root).stdout

@@ -120,3 +120,13 @@ def test_snakemake__lint_and_dry_run_pass_on_the_repo_params(tmp_path):
     assert "Congratulations" in lint.stdout + lint.stderr
     out = tool(["snakemake", "-n", "--cores", "2"], root).stdout
     assert "prepare" in out and "pretrain" in out and "report" in out
+
+
+@pytest.mark.parametrize("override", [["--config", "seed=1"], ["--configfile", str(REPO / "profiles/gpu/params.yaml")]],
+                         ids=["config", "configfile"])
+def test_snakemake_overrides__refused_with_one_line(project, override):
+    # DVC never sees a Snakemake override, so honouring it would make the two tools run different experiments
+    proc = tool(["snakemake", "-n", "--cores", "1", *override], project, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "params.yaml" in errors[0] and "dvc exp run -S" in errors[0]

@@ -53,7 +53,7 @@ def fake_results(root: Path, seeds: tuple[int, ...]) -> None:
             knn = KNN[seed] + 0.1
             _write(root / f"results/refine/{name}/seed{seed}/metrics.json", {
                 "depth": 3, "first_head_block": 2, "ema_pretrained_share": 0.01, "nn_accuracy": 0.5,
-                "alignment": 0.1})
+                "pos_mass": 0.1})
             _write(root / f"results/probe/{name}/seed{seed}/blocks.json", {"rows": _blocks(knn), "depth": 3,
                                                                             "val_size": 300})
             _evaluation(root, name, seed, knn)
@@ -85,10 +85,16 @@ def test_report__two_seeds_give_mean_sample_std_and_n(tmp_path):
     assert table.loc["mae", "knn_cls_std"] == pytest.approx(0.04 / math.sqrt(2), abs=1e-6)
     assert table.loc["mae", "n"] == 2 and table.loc["mae_nna", "knn_cls"] == pytest.approx(0.72)
     assert table.loc["pixels", "n"] == 1 and math.isnan(table.loc["pixels", "knn_cls_std"])
-    metrics = json.loads((tmp_path / "results/report/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "results/report/all_metrics.json").read_text())
     assert metrics["mae"]["knn_cls"] == pytest.approx(0.62) and metrics["mae"]["n"] == 2
+    assert metrics["mae"]["knn_cls_std"] == pytest.approx(0.04 / math.sqrt(2), abs=1e-6)
     assert "knn_cls_std" not in metrics["pixels"]  # one run: no std, and metrics.json holds no NaN
-    assert all(isinstance(v, (int, float)) for k, v in metrics["mae"].items())
+    assert all(isinstance(v, (int, float)) for m in metrics.values() for v in m.values())
+    # the few-shot noise of one run for pipeline.compare: the standard error over the fixed splits
+    assert metrics["pixels"]["fewshot_1_split_se"] == pytest.approx(0.025, rel=1e-4)  # runs 0.2, 0.25
+    # the DVC metrics file: the headline metrics only, the same numbers
+    headline = json.loads((tmp_path / "results/report/metrics.json").read_text())
+    assert headline["mae"] == {k: metrics["mae"][k] for k in ("knn_cls", "linear", "fewshot_1", "val_knn_best")}
     md = (tmp_path / "results/report/summary.md").read_text()
     assert "| mae | 62.0 ± 2.8 |" in md
     assert (tmp_path / "results/report/knn_blocks.png").stat().st_size > 10_000

@@ -155,7 +155,7 @@ def test_refine__frozen_phase_leaves_encoder_bit_identical():
     result = _fit(data, encoder, refiner, ema, 2, train_encoder=False)
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     assert any(not torch.equal(heads_before[k], v) for k, v in refiner.heads.state_dict().items())
-    assert {"alignment", "nn_accuracy", "nn_similarity"} <= set(result.history[-1])
+    assert {"pos_mass", "nn_accuracy", "nn_similarity"} <= set(result.history[-1])
 
 
 def test_refine__resumed_run_continues_queue_and_ema(tmp_path):
@@ -201,7 +201,7 @@ def test_refine_step__every_objective_trains_and_fills_the_queue(objective):
     loss, metrics = step(idx)
     loss.backward()
     opt.step()
-    assert torch.isfinite(loss) and {"alignment", "nn_accuracy", "nn_similarity"} == set(metrics)
+    assert torch.isfinite(loss) and {"pos_mass", "nn_accuracy", "nn_similarity"} == set(metrics)
     assert refiner.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
     queue = refiner.queues[0]
     assert set(queue.idx[:16].tolist()) == set(range(16))
