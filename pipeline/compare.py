@@ -32,6 +32,7 @@ from pathlib import Path
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import ConfigError, DataError
+from pipeline.eval.selection import difference_se
 
 REPORT_DIR = "results/report"
 METRIC_FILES = ("all_metrics.json", "metrics.json")  # newest first; the second only in commits before the first
@@ -159,7 +160,7 @@ def noise(metric: str, a: dict[str, float], b: dict[str, float]) -> tuple[float,
     size = "val_size" if metric.startswith("val_knn") else "test_size"
     pa, pb = a[metric], b[metric]
     if is_accuracy(metric) and a.get(size, 0) > 0 and b.get(size, 0) > 0 and 0 <= pa <= 1 and 0 <= pb <= 1:
-        return math.sqrt(pa * (1 - pa) / a[size] + pb * (1 - pb) / b[size]), "binomial"
+        return difference_se(pa, a[size], pb, b[size]), "binomial"
     return None
 
 

@@ -13,13 +13,10 @@ import math
 
 import numpy as np
 
+from pipeline.eval.selection import difference_se
+
 # the headline metrics compared (metrics.json keys of evaluate)
 COMPARED = ("knn_cls", "fewshot_1")
-
-
-def binomial_se(a: float, b: float, n: int) -> float:
-    """Standard error of the difference of two accuracies a, b on n images each (treated as independent)."""
-    return math.sqrt((a * (1 - a) + b * (1 - b)) / n)
 
 
 def paired_se(runs_a: list[float], runs_b: list[float]) -> float:
@@ -38,7 +35,7 @@ def metric_delta(metric: str, refined: dict, other: dict, n_test: int) -> tuple[
     if metric.startswith("fewshot_"):
         shots = metric.split("_", 1)[1]
         return a - b, paired_se(_fewshot_runs(refined["details"], shots), _fewshot_runs(other["details"], shots))
-    return a - b, binomial_se(a, b, n_test)
+    return a - b, difference_se(a, n_test, b, n_test)
 
 
 def refinement_deltas(refined: dict, pretrained: dict, val_size: int) -> dict[str, float]:
@@ -60,7 +57,7 @@ def refinement_deltas(refined: dict, pretrained: dict, val_size: int) -> dict[st
     # val k-NN: the refined model's last block against the pretrained encoder's best block (the probe's numbers)
     last, best = refined["blocks"][-1]["cls"], max(r["cls"] for r in pretrained["blocks"])
     out["d_val_knn_vs_best_block"] = last - best
-    out["d_val_knn_vs_best_block_se"] = binomial_se(last, best, val_size)
+    out["d_val_knn_vs_best_block_se"] = difference_se(last, val_size, best, val_size)
     return out
 
 

@@ -31,6 +31,12 @@ def binomial_se(accuracy: float, n: int) -> float:
     return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / n)
 
 
+def difference_se(a: float, n_a: int, b: float, n_b: int) -> float:
+    """Standard error of a - b for accuracies on n_a and n_b images, treated as independent (conservative when both
+    models saw the same images)."""
+    return math.hypot(binomial_se(a, n_a), binomial_se(b, n_b))
+
+
 def within_one_se(scores: list[float], n: int) -> tuple[int, float, list[int]]:
     """The best of `scores` (accuracies on the same n images), its standard error, and every index within it.
 
