@@ -10,6 +10,7 @@ import argparse
 import copy
 import io
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -24,6 +25,11 @@ from pipeline.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 _FLOAT_AS_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+# what is known of the built-in datasets before prepare runs: (image side in pixels, train images); an imagefolder
+# tree has data.image_size and an unknown count (config check reads the data card once prepare wrote it)
+DATASET_FACTS = {"fashion_mnist": (28, 60000), "digits": (8, 1437), "cifar10": (32, 50000), "cifar100": (32, 50000)}
 
 
 def _key_path(parts: Iterable[Any]) -> str:
@@ -51,10 +57,46 @@ def validate(params: Any) -> None:
     """
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
+    _check_finite(params)
     errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
     if errors:
         raise ConfigError(_schema_error_line(errors[0]))
     _check_cross_keys(params)
+    _check_against_dataset(params)
+
+
+def _check_finite(value: Any, path: tuple = ()) -> None:
+    """YAML's .nan and .inf are floats that every numeric schema bound lets through (NaN compares false)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"params: {_key_path(path)} = {value}: not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, (*path, i))
+
+
+def _check_against_dataset(params: dict) -> None:
+    """Rules that need the image side and the train split's size: known for the built-in datasets."""
+    data, patch = params["data"], params["model"]["patch_size"]
+    side, train = DATASET_FACTS.get(data["dataset"], (data["image_size"], None))
+    if side % patch:
+        raise ConfigError(f"params: model.patch_size={patch} does not divide the {side}-pixel images of "
+                          f"{data['dataset']!r}" + (" (data.image_size)" if data["dataset"] == "imagefolder" else ""))
+    if train is None:
+        return
+    if data["val_size"] >= train:
+        raise ConfigError(f"params: data.val_size={data['val_size']} leaves no training images ({data['dataset']} "
+                          f"has {train})")
+    left = train - data["val_size"]
+    kept = min(left, data["train_limit"]) if data["train_limit"] else left
+    for key, value in (("pretrain.batch_size", params["pretrain"]["batch_size"]),
+                       ("refine.batch_size", params["refine"]["batch_size"]),
+                       ("evaluate.finetune.batch_size", params["evaluate"]["finetune"]["batch_size"])):
+        if value > kept:
+            raise ConfigError(f"params: {key}={value} exceeds the {kept} training images ({data['dataset']} after "
+                              f"data.val_size and data.train_limit)")
 
 
 def _check_cross_keys(params: dict) -> None:

@@ -130,3 +130,27 @@ def test_check_environment__cuda_without_a_gpu(params, monkeypatch):
     params["runtime"]["device"] = "cuda"
     with pytest.raises(ConfigError, match="runtime.device = 'cuda' but no CUDA device"):
         config.check_environment(params, "nowhere")
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda p: p["pretrain"].update(mask_ratio=float("nan")), "params: pretrain.mask_ratio = nan: not a finite number"),
+    (lambda p: p["pretrain"].update(blr=float("inf")), "params: pretrain.blr = inf: not a finite number"),
+    (lambda p: p["evaluate"].update(fewshot_cs=[1.0, float("inf")]), "params: evaluate.fewshot_cs.1 = inf"),
+    (lambda p: p["model"].update(patch_size=3), "model.patch_size=3 does not divide the 8-pixel images of 'digits'"),
+    (lambda p: p["data"].update(val_size=100000), "data.val_size=100000 leaves no training images (digits has 1437)"),
+    (lambda p: p["pretrain"].update(batch_size=2048), "pretrain.batch_size=2048 exceeds the 1137 training images"),
+])
+def test_load_params__issue21_rows_give_one_line_before_anything_runs(tmp_path, params, edit, needle):
+    edit(params)
+    path = write_params(tmp_path / "params.yaml", params)
+    with pytest.raises(ConfigError) as err:
+        config.load_params(path)
+    assert needle in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_load_params__yaml_nan_and_inf_spellings(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("mask_ratio: 0.75", "mask_ratio: .nan")
+    assert ".nan" in text
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="pretrain.mask_ratio = nan"):
+        config.load_params(tmp_path / "params.yaml")
