@@ -107,6 +107,21 @@ def _torchrun(nproc: int, argv: list[str]) -> int:
     return 0
 
 
+def _entries(out: str | None) -> set[Path]:
+    return set(Path(out).iterdir()) if out and Path(out).is_dir() else set()
+
+
+def _remove_new_entries(out: str | None, before: set[Path]) -> None:
+    """A stage that stops with an error leaves its --out folder as it found it (a DVCLive folder made on start, a
+    half-written log), keeping only resumable checkpoints, which let the fixed rerun continue."""
+    import shutil
+
+    for path in _entries(out) - before:
+        if path.name.startswith("resume") or path.name == ".lock":
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None, distributed: bool = False) -> int:
     """Run a stage's main under the lock of its --out folder.
 
@@ -126,7 +141,12 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None,
                 nproc = config.load_params(_option(argv, "--params") or "params.yaml")["runtime"]["nproc"]
                 if nproc > 1:
                     return _torchrun(nproc, argv)
-            main(argv)
+            before = _entries(out)
+            try:
+                main(argv)
+            except PipelineError:
+                _remove_new_entries(out, before)
+                raise
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -37,6 +37,8 @@ def test_pretrain__diverging_run_stops_with_step_and_writes_nothing(work, params
     assert line.startswith("error: non-finite loss at step ") and "last good checkpoint: none" in line
     assert not (work / "results/pretrain/mae/model.pt").exists()
     assert not (work / "results/pretrain/mae/metrics.json").exists()
+    # nothing else either: no DVCLive folder, and the --out folder the stage made is gone (issue 21)
+    assert not (work / "results/pretrain/mae").exists()
 
 
 def test_probe__bad_params_after_a_good_run_change_nothing(work):
