@@ -8,7 +8,9 @@ per-variant stage runs once per (variant, seed) and writes under <model>/seed<se
 matrix items). Code dependencies are computed, not listed: every pipeline module a stage imports, found statically.
 
 DVC: a per-variant stage is a `matrix` over the variants dict (its keys) and `${seeds}`, so seeds and variants
-stay live params (`dvc exp run -S seeds=[0,1,2]` needs no new dvc.yaml). A matrix item of a dict axis is its key
+stay live params (`dvc exp run -S seeds=[0,1,2]` runs every job without a new dvc.yaml; only the top-level
+plots, which list each model's file so a chart overlays them, then miss the new seeds' curves until dvc.yaml is
+regenerated, as `make profile` does). A matrix item of a dict axis is its key
 only (dvc 3.67: `${item.refined}` is the name, the value is out of reach, treeverse/dvc#10094), and interpolation
 does not nest, so a stage whose paths name `{pretrained}` (refine, evaluate_refined) cannot look its source up.
 Those two stages are written once per pretrain variant, `<stage>-<pretrained>`, a matrix over the names of its
@@ -150,22 +152,24 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 # overlays the two commits in each chart. A template names {variant} (every pretrain variant x seed), {refined}
 # (every refinement x seed) or a baseline's one file; dvc_plots expands them from params, so a new variant or seed
 # list needs a regenerated dvc.yaml for its lines to appear (the stages run without it; the parity test flags it).
-# Loss and the k-NN monitor are separate charts: their scales differ by two orders of magnitude.
+# Refinement loss (about 4) and its accuracies (0 to 1) are separate charts, so neither flattens the other.
 # The "live" charts read DVCLive's per-epoch tsv (<out>/live/plots/metrics/...), which a training stage appends to
 # while it runs under either tool, so curves show before the stage ends. The declared CSVs cannot do this: they are
 # outputs written once at the end (a killed run must not leave a partial tracked file). The tsv are gitignored
-# working files: DVC skips a missing one with a warning (exit 0; an error entry in --json), so a fresh clone or a
-# `dvc plots diff` of commits shows these charts empty.
-KNN = ("results/plots/knn_blocks/{variant}/seed{seed}.csv", "results/plots/knn_blocks/{refined}/seed{seed}.csv",
-       "results/plots/knn_blocks/random-init.csv")
-SPECTRUM = ("results/plots/spectrum/{variant}/seed{seed}.csv", "results/plots/spectrum/{refined}/seed{seed}.csv",
-            "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv")
-PRETRAIN_LIVE = "results/pretrain/{variant}/seed{seed}/live/plots/metrics/train/"
-REFINE_LIVE = "results/refine/{refined}/seed{seed}/live/plots/metrics/refine/"
+# working files: DVC leaves out a chart whose files are missing and exits 0, with the warning "DVC failed to load
+# some plots" (an entry under "errors" in --json), as in a fresh clone and in every `dvc plots diff` of commits.
+_KNN_FILES = ("results/plots/knn_blocks/{variant}/seed{seed}.csv",
+              "results/plots/knn_blocks/{refined}/seed{seed}.csv", "results/plots/knn_blocks/random-init.csv")
+_SPECTRUM_FILES = ("results/plots/spectrum/{variant}/seed{seed}.csv",
+                   "results/plots/spectrum/{refined}/seed{seed}.csv", "results/plots/spectrum/random-init.csv",
+                   "results/plots/spectrum/pixels.csv")
+_PRETRAIN_LIVE = "results/pretrain/{variant}/seed{seed}/live/plots/metrics/train/"
+_REFINE_LIVE = "results/refine/{refined}/seed{seed}/live/plots/metrics/refine/"
 PLOTS: dict[str, dict] = {
-    "knn_cls_per_block": {"files": KNN, "x": "block", "y": "cls", "title": "k-NN accuracy of the CLS token per block",
+    "knn_cls_per_block": {"files": _KNN_FILES, "x": "block", "y": "cls",
+                          "title": "k-NN accuracy of the CLS token per block",
                           "x_label": "block (0-based)", "y_label": "k-NN accuracy (val)"},
-    "knn_mean_patch_per_block": {"files": KNN, "x": "block", "y": "mean_patch",
+    "knn_mean_patch_per_block": {"files": _KNN_FILES, "x": "block", "y": "mean_patch",
                                  "title": "k-NN accuracy of the mean patch token per block",
                                  "x_label": "block (0-based)", "y_label": "k-NN accuracy (val)"},
     "pretrain_loss": {"files": ("results/plots/pretrain_curve/{variant}/seed{seed}.csv",), "x": "epoch", "y": "loss",
@@ -176,16 +180,16 @@ PLOTS: dict[str, dict] = {
                        "y": ["knn", "nn_accuracy"],
                        "title": "refinement monitor: k-NN of the EMA encoder, NN-retrieval accuracy",
                        "x_label": "epoch (heads, then encoder)", "y_label": "accuracy"},
-    "spectrum": {"files": SPECTRUM, "x": "index", "y": "log10_singular_value",
+    "spectrum": {"files": _SPECTRUM_FILES, "x": "index", "y": "log10_singular_value",
                  "title": "singular values of the feature covariance (val, L2-normalized)",
                  "x_label": "index", "y_label": "log10 singular value"},
-    "live_pretrain_loss": {"files": (PRETRAIN_LIVE + "loss.tsv",), "x": "step", "y": "loss",
+    "live_pretrain_loss": {"files": (_PRETRAIN_LIVE + "loss.tsv",), "x": "step", "y": "loss",
                            "title": "live: pretraining loss while a stage trains (DVCLive)",
                            "x_label": "epoch (0-based)", "y_label": "loss"},
-    "live_refine_loss": {"files": (REFINE_LIVE + "loss.tsv",), "x": "step", "y": "loss",
+    "live_refine_loss": {"files": (_REFINE_LIVE + "loss.tsv",), "x": "step", "y": "loss",
                          "title": "live: refinement loss while a stage trains (DVCLive)",
                          "x_label": "epoch (0-based, both phases)", "y_label": "loss"},
-    "live_refine_knn": {"files": (REFINE_LIVE + "knn.tsv",), "x": "step", "y": "knn",
+    "live_refine_knn": {"files": (_REFINE_LIVE + "knn.tsv",), "x": "step", "y": "knn",
                         "title": "live: refinement k-NN monitor while a stage trains (DVCLive)",
                         "x_label": "epoch (0-based, both phases)", "y_label": "k-NN accuracy (monitor)"},
 }
@@ -311,8 +315,12 @@ def plot_files(templates: tuple[str, ...], params: dict) -> list[str]:
 def dvc_plots(params: dict) -> list:
     """dvc.yaml's top-level plots: one chart per PLOTS quantity, `y` mapping every model's file to its column(s),
     then the report's PNGs."""
+    def columns(y: str | list[str]) -> str | list[str]:
+        return y if isinstance(y, str) else list(y)  # a list per file: a shared one would dump as a YAML alias
+
     charts = [{plot_id: {"title": spec["title"], "x": spec["x"], "x_label": spec["x_label"],
-                         "y": {f: spec["y"] for f in plot_files(spec["files"], params)}, "y_label": spec["y_label"]}}
+                         "y": {f: columns(spec["y"]) for f in plot_files(spec["files"], params)},
+                         "y_label": spec["y_label"]}}
               for plot_id, spec in PLOTS.items()]
     return charts + list(IMAGE_PLOTS)
 

@@ -68,13 +68,21 @@ def stage_inputs(name):
 
 
 def stage_outputs(name):
-    """The stage's outputs; the report stage's figures and table are flagged for `snakemake --report`."""
+    """The stage's outputs; the report stage's figures and table are flagged for `snakemake --report`, each with its
+    caption rules/captions/<file stem>.rst (Snakemake reads a caption path relative to the Snakefile, which defines
+    the rules, not to this file)."""
     stage = STAGES[name]
     paths = [_fill(o) for o in (*stage.outs, *stage.files, *stage.metrics)]
     if name != "report":
         return paths
-    return [report(p, category="figures") if p.endswith(".png")
-            else report(p, category="table") if p.endswith("summary.csv") else p for p in paths]
+
+    from pathlib import PurePath
+
+    def caption(path):
+        return f"rules/captions/{PurePath(path).stem}.rst"
+
+    return [report(p, category="figures", caption=caption(p)) if p.endswith(".png")
+            else report(p, category="table", caption=caption(p)) if p.endswith("summary.csv") else p for p in paths]
 
 
 def _variant(wildcards):

@@ -1,10 +1,13 @@
-"""Seaborn figures written as PNG.
+"""The report's figures, written as PNG with one look per model across every figure.
 
 Every figure takes, per model, a list with one entry per training seed (one entry for a model that ran once) and
-draws the mean over seeds with the spread of one standard deviation (errorbar="sd"); one seed draws no band.
+draws the mean over seeds with a band of one standard deviation (none for one seed). Every figure also takes
+`styles` (from `model_styles`, built once from params: a model has the same colour, marker and dashes in each
+figure) and `stamp` (a footer naming the code and params that made it; the report stage builds it).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -16,95 +19,262 @@ import seaborn as sns  # noqa: E402
 
 from pipeline.atomic import atomic_path  # noqa: E402
 
+# tab10 without its grey (random-init's), then tab20's light tones without theirs: a model keeps its colour when
+# models are appended to params, up to 18 of them (then husl hues, distinct but all reassigned)
+_QUALITATIVE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+                "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+BASELINE_STYLES = {"random-init": ("#8c8c8c", "", ":"), "pixels": ("#000000", "", "-.")}  # colour, marker, line
+# refinements of one source often lie on top of each other: each gets its own marker and dash pattern
+_REFINED_MARKERS = ("s", "^", "D", "v", "P", "X", "<", ">", "h")
+_REFINED_DASHES = ((0, (5, 2)), (0, (2, 1.5)), (0, (6, 2, 1.5, 2)), (0, (1, 1)), (0, (8, 2, 2, 2, 2, 2)),
+                   (0, (3, 3)), (0, (4, 1, 1, 1, 1, 1)))
 
-def _save(fig: plt.Figure, path: str | Path, legend_of: plt.Axes | None = None) -> None:
-    """Write `fig` as PNG atomically and close it; `legend_of`'s legend moves beside the plot, where a dozen
-    models' lines cannot hide it (the tight bounding box keeps it and every label in the file)."""
-    if legend_of is not None and legend_of.get_legend() is not None:
-        sns.move_legend(legend_of, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+@dataclass(frozen=True)
+class ModelStyle:
+    """How one model is drawn in every figure."""
+
+    color: str  # hex
+    marker: str  # matplotlib marker; "" = none
+    linestyle: str | tuple  # matplotlib linestyle
+    zorder: float  # refinements over their sources, baselines underneath
+
+
+def model_styles(variants: list[str], refined: list[str], baselines: tuple[str, ...] = ("random-init", "pixels"),
+                 ) -> dict[str, ModelStyle]:
+    """One style per model, fixed by its place in params: pretrain variants then refinements take the qualitative
+    colours in order (solid lines and circles for variants, a marker and dash pattern of its own for each
+    refinement), random-init is grey and pixels black.
+
+    Args:
+        variants: the keys of pretrain.variants, in params order.
+        refined: the keys of refine.variants, in params order.
+        baselines: names in BASELINE_STYLES.
+
+    Returns:
+        model -> ModelStyle, in the order variants, refinements, baselines (the legend order).
+    """
+    models = [*variants, *refined]
+    colors = (list(_QUALITATIVE) if len(models) <= len(_QUALITATIVE)
+              else sns.color_palette("husl", len(models)).as_hex())
+    styles = {v: ModelStyle(colors[i], "o", "-", 2.0) for i, v in enumerate(variants)}
+    for j, r in enumerate(refined):
+        styles[r] = ModelStyle(colors[len(variants) + j], _REFINED_MARKERS[j % len(_REFINED_MARKERS)],
+                               _REFINED_DASHES[j % len(_REFINED_DASHES)], 3.0)
+    for b in baselines:
+        color, marker, linestyle = BASELINE_STYLES[b]
+        styles[b] = ModelStyle(color, marker, linestyle, 1.0)
+    return styles
+
+
+def _style(styles: dict[str, ModelStyle], model: str) -> ModelStyle:
+    if model not in styles:
+        raise KeyError(f"figures: no style for model {model!r}; model_styles covers {sorted(styles)}")
+    return styles[model]
+
+
+def _ordered(models, styles: dict[str, ModelStyle]) -> list[str]:
+    """`models` in the legend order of `styles` (each checked to have a style)."""
+    present = set(models)
+    for m in present:
+        _style(styles, m)
+    return [m for m in styles if m in present]
+
+
+def _line(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, model: str, style: ModelStyle, marks: int = 12,
+          shift: float = 0.0) -> None:
+    """The mean of `y` over rows sharing `x` (the seeds) as a styled line, one standard deviation as a band; at most
+    about `marks` markers, so dense curves (spectra) stay lines. `shift` moves the line along x (a fraction of a
+    step on a discrete axis: models with equal values then sit side by side, not on top of each other)."""
+    g = df.groupby(x)[y]
+    mean, sd = g.mean(), g.std()  # std is NaN for one seed: no band
+    mean.index = sd.index = mean.index + shift
+    ax.plot(mean.index, mean.to_numpy(), label=model, color=style.color, marker=style.marker or None,
+            linestyle=style.linestyle, markevery=max(1, len(mean) // marks), markersize=4.5, markeredgecolor="white",
+            markeredgewidth=0.6, linewidth=1.5, zorder=style.zorder)
+    if sd.notna().any():
+        ax.fill_between(mean.index, (mean - sd).to_numpy(), (mean + sd).to_numpy(), color=style.color, alpha=0.12,
+                        linewidth=0, zorder=style.zorder - 0.5)
+
+
+def _dodge(models: list[str], styles: dict[str, ModelStyle], step: float = 0.05) -> dict[str, float]:
+    """Model -> x shift for a discrete x axis (blocks, shot counts): the models with markers spread around 0 (the
+    baselines, lines only, stay put)."""
+    marked = [m for m in models if styles[m].marker]
+    return {m: (marked.index(m) - (len(marked) - 1) / 2) * step if m in marked else 0.0 for m in models}
+
+
+def _save(fig: plt.Figure, path: str | Path, stamp: str, legend: bool = True) -> plt.Figure:
+    """Stamp `fig`, put one legend beside the panels (where a dozen models cannot hide a line), write it as PNG
+    atomically and close it; returns the figure, whose artists stay readable."""
+    if legend:
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", frameon=False)
+    fig.text(0.995, 0.0, stamp, ha="right", va="top", fontsize=6, color="0.45")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
+    return fig
 
 
-def knn_blocks_figure(curves: dict[str, list[list[dict[str, float]]]], path: str | Path) -> None:
-    """Per-block k-NN accuracy, one panel per feature, one line per model (variants and the random-init floor).
+def _mean_curve(df: pd.DataFrame, x: str, y: str) -> tuple:
+    mean = df.groupby(x)[y].mean()
+    return mean.index.to_numpy(), mean.to_numpy()
+
+
+def _figure(ncols: int, width: float, height: float, sharey: bool = False) -> tuple[plt.Figure, list[plt.Axes]]:
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), sharey=sharey, layout="constrained",
+                             squeeze=False)
+    return fig, list(axes[0])
+
+
+def knn_blocks_figure(curves: dict[str, list[list[dict[str, float]]]], path: str | Path,
+                      styles: dict[str, ModelStyle], stamp: str) -> plt.Figure:
+    """Per-block k-NN accuracy on val, one panel per feature (CLS, mean patch), one line per model (variants,
+    refinements and the random-init floor).
 
     Args:
         curves: model -> per seed, rows of {block, cls, mean_patch} (accuracies 0..1).
+        path: the PNG to write.
+        styles: model -> ModelStyle (model_styles).
+        stamp: the footer text.
+
+    Returns:
+        The written (closed) figure.
     """
-    rows = [{"block": r["block"], "feature": feature, "model": model, "knn": 100 * r[feature]}
-            for model, seeds in curves.items() for model_rows in seeds for r in model_rows
-            for feature in ("cls", "mean_patch")]
-    df = pd.DataFrame(rows)
-    sns.set_theme(style="whitegrid", context="paper")
-    grid = sns.relplot(df, x="block", y="knn", hue="model", col="feature", kind="line", marker="o",
-                       errorbar="sd", height=3, aspect=1.3)
-    grid.set_axis_labels("block (0-based)", "k-NN accuracy on val (%)")
-    _save(grid.figure, path)
+    fig, axes = _figure(2, 3.6, 3.0, sharey=True)
+    for ax, feature in zip(axes, ("cls", "mean_patch")):
+        models = _ordered(curves, styles)
+        for model, shift in _dodge(models, styles).items():
+            df = pd.DataFrame([{"block": r["block"], "knn": 100 * r[feature]} for rows in curves[model] for r in rows])
+            _line(ax, df, "block", "knn", model, styles[model], shift=shift)
+        ax.set(title=f"feature: {feature}", xlabel="block (0-based)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0].set_ylabel("k-NN accuracy on val (%)")
+    return _save(fig, path, stamp)
 
 
-def frequency_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path) -> None:
-    """Δ log amplitude from frequency 0 to π, one panel per variant, one line per block (dark = deep).
+def frequency_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, styles: dict[str, ModelStyle],
+                     stamp: str) -> plt.Figure:
+    """Δ log amplitude from frequency 0 to π, one panel per variant, one line per block in shades of the variant's
+    colour (light = shallow, full colour = deepest).
 
     Args:
         spectra: variant -> per seed, frequency.csv content (block, relative_depth, frequency, dlog_amplitude).
+        path: the PNG to write.
+        styles: model -> ModelStyle (model_styles).
+        stamp: the footer text.
+
+    Returns:
+        The written (closed) figure.
     """
-    df = pd.concat([s.assign(model=v) for v, seeds in spectra.items() for s in seeds], ignore_index=True)
-    sns.set_theme(style="whitegrid", context="paper")
-    grid = sns.relplot(df, x="frequency", y="dlog_amplitude", hue="block", col="model", kind="line",
-                       palette="viridis", errorbar="sd", height=3, aspect=1.1)
-    grid.set_axis_labels("frequency (x π)", "Δ log amplitude")
-    _save(grid.figure, path)
+    models = _ordered(spectra, styles)
+    fig, axes = _figure(len(models), 3.0, 2.8, sharey=True)
+    for ax, model in zip(axes, models):
+        df = pd.concat(spectra[model], ignore_index=True)
+        blocks = sorted(df["block"].unique())
+        shades = sns.light_palette(styles[model].color, len(blocks) + 2)[2:]
+        for block, shade in zip(blocks, shades):
+            ax.plot(*_mean_curve(df[df["block"] == block], "frequency", "dlog_amplitude"), color=shade,
+                    label=f"block {block}", linewidth=1.4)
+        ax.set_title(model, color=styles[model].color, fontweight="bold")
+        ax.set(xlabel="frequency (x π)")
+    axes[0].set_ylabel("Δ log amplitude")
+    axes[-1].legend(frameon=False, fontsize=6, loc="best")
+    return _save(fig, path, stamp, legend=False)
 
 
-def fusion_weights_figure(weights: dict[str, list[dict[str, float]]], path: str | Path) -> None:
-    """MFF's normalized weight per fused block, one bar group per variant (mean over seeds, sd as error bars); a
-    note when no variant fuses.
+def fusion_weights_figure(weights: dict[str, list[dict[str, float]]], path: str | Path,
+                          styles: dict[str, ModelStyle], stamp: str) -> plt.Figure:
+    """MFF's normalized weight per fused block against the uniform 1/n line, one panel per variant: bars run from
+    1/n to the mean over seeds (sd as error bars), the axis spans the deviation, not 0..1, and the right axis reads
+    it in % of uniform; a note when no variant fuses.
 
     Args:
         weights: variant -> per seed, {block: weight}.
+        path: the PNG to write.
+        styles: model -> ModelStyle (model_styles).
+        stamp: the footer text.
+
+    Returns:
+        The written (closed) figure.
     """
-    rows = [{"model": v, "block": int(b), "weight": w} for v, seeds in weights.items() for ws in seeds
-            for b, w in ws.items()]
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    if rows:
-        sns.barplot(pd.DataFrame(rows), x="block", y="weight", hue="model", errorbar="sd", ax=ax)
+    models = _ordered(weights, styles)
+    if not models:
+        fig, axes = _figure(1, 4.5, 3.0)
+        axes[0].text(0.5, 0.5, "no MFF variant in params.yaml", ha="center", va="center")
+        axes[0].set_axis_off()
+        return _save(fig, path, stamp, legend=False)
+    fig, axes = _figure(len(models), 3.6, 3.0)
+    for ax, model in zip(axes, models):
+        df = pd.DataFrame([{"block": int(b), "weight": w} for ws in weights[model] for b, w in ws.items()])
+        g = df.groupby("block")["weight"]
+        mean, sd = g.mean(), g.std().fillna(0.0)  # one seed: no spread
+        n = len(mean)
+        uniform = 1.0 / n
+        pos = range(n)
+        ax.bar(pos, (mean - uniform).to_numpy(), bottom=uniform, color=styles[model].color, width=0.6,
+               yerr=sd.to_numpy() if len(weights[model]) > 1 else None, capsize=3, error_kw={"linewidth": 0.8})
+        ax.axhline(uniform, color="black", linestyle="--", linewidth=1.0, label=f"uniform 1/{n} = {uniform:.3g}")
+        # the deviation decides the span (a floor keeps exactly uniform weights from a zero-height axis)
+        half = max(float(((mean - uniform).abs() + sd).max()), 1e-4 * uniform) * 1.4
+        ax.set_ylim(uniform - half, uniform + half)
+        ax.set_xticks(list(pos), labels=[str(b) for b in mean.index])
         ax.set(xlabel="fused block (0-based)", ylabel="normalized weight")
-    else:
-        ax.text(0.5, 0.5, "no MFF variant in params.yaml", ha="center", va="center")
-        ax.set_axis_off()
-    _save(fig, path, legend_of=ax)
+        ax.set_title(model, color=styles[model].color, fontweight="bold")
+        ax.ticklabel_format(axis="y", useOffset=False)
+        right = ax.secondary_yaxis("right", functions=(lambda w, n=n: (w * n - 1) * 100,
+                                                       lambda r, n=n: (r / 100 + 1) / n))
+        right.set_ylabel("vs uniform (%)")
+        ax.legend(frameon=False, fontsize=7, loc="upper left")
+    return _save(fig, path, stamp, legend=False)
 
 
-def fewshot_figure(runs: dict[str, list[dict[str, dict]]], path: str | Path) -> None:
-    """Few-shot accuracy over shots per model, mean with the std over the fixed splits and the seeds as error bars.
+def fewshot_figure(runs: dict[str, list[dict[str, dict]]], path: str | Path, styles: dict[str, ModelStyle],
+                   stamp: str) -> plt.Figure:
+    """Few-shot test accuracy over shots per model, the mean with a band of the std over the fixed splits and the
+    seeds.
 
     Args:
         runs: model -> per seed, the "fewshot" entry of its details.json ({shots: {"runs": [...]}}).
+        path: the PNG to write.
+        styles: model -> ModelStyle (model_styles).
+        stamp: the footer text.
+
+    Returns:
+        The written (closed) figure.
     """
-    rows = [{"model": m, "shots": int(k), "accuracy": 100 * a} for m, seeds in runs.items() for fs in seeds
-            for k, v in fs.items() for a in v["runs"]]
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(4.8, 3.2))
-    sns.lineplot(pd.DataFrame(rows), x="shots", y="accuracy", hue="model", marker="o", errorbar="sd", ax=ax)
-    ax.set(xscale="log", xlabel="images per class", ylabel="test accuracy (%)")
-    ax.set_xticks(sorted({r["shots"] for r in rows}), labels=[str(s) for s in sorted({r["shots"] for r in rows})])
-    _save(fig, path, legend_of=ax)
+    fig, (ax,) = _figure(1, 4.8, 3.2)
+    models = _ordered(runs, styles)
+    shots = sorted({int(k) for m in models for fs in runs[m] for k in fs})
+    for model, shift in _dodge(models, styles).items():
+        # shot counts as evenly spaced categories (1, 2, 5, 10 are close to log-spaced), so models can be dodged
+        df = pd.DataFrame([{"position": shots.index(int(k)), "accuracy": 100 * a} for fs in runs[model]
+                           for k, v in fs.items() for a in v["runs"]])
+        _line(ax, df, "position", "accuracy", model, styles[model], shift=shift)
+    ax.set(xlabel="images per class", ylabel="test accuracy (%)")
+    ax.set_xticks(range(len(shots)), labels=[str(s) for s in shots])
+    return _save(fig, path, stamp)
 
 
-def spectrum_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path) -> None:
+def spectrum_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, styles: dict[str, ModelStyle],
+                    stamp: str) -> plt.Figure:
     """Singular values of each model's feature covariance, sorted, on a log scale (dimensional collapse shows as
     a tail that drops toward 0); the index axis is relative so features of different widths share one panel.
 
     Args:
         spectra: model -> per seed, spectrum rows (index, singular_value, log10_singular_value).
+        path: the PNG to write.
+        styles: model -> ModelStyle (model_styles).
+        stamp: the footer text.
+
+    Returns:
+        The written (closed) figure.
     """
-    df = pd.concat([s.assign(model=m, rank=s["index"] / max(len(s) - 1, 1)) for m, seeds in spectra.items()
-                    for s in seeds], ignore_index=True)
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    sns.lineplot(df, x="rank", y="log10_singular_value", hue="model", errorbar="sd", ax=ax)
+    fig, (ax,) = _figure(1, 5.5, 3.4)
+    for model in _ordered(spectra, styles):
+        df = pd.concat([s.assign(rank=s["index"] / max(len(s) - 1, 1)) for s in spectra[model]], ignore_index=True)
+        _line(ax, df, "rank", "log10_singular_value", model, styles[model])
     ax.set(xlabel="singular value index / feature width", ylabel="log10 singular value", ylim=(-12, None))
-    _save(fig, path, legend_of=ax)
+    return _save(fig, path, stamp)

@@ -13,6 +13,7 @@ from pipeline.analysis.figures import (
     frequency_figure,
     fusion_weights_figure,
     knn_blocks_figure,
+    model_styles,
     spectrum_figure,
 )
 from pipeline.analysis.deltas import deltas_markdown, refinement_deltas
@@ -20,7 +21,7 @@ from pipeline.analysis.seeds import SPREAD_NOTE, aggregate_table, markdown_with_
 from pipeline.analysis.summary import markdown_table, summary_table
 from pipeline.atomic import write_json, write_text
 from pipeline.errors import DataError
-from pipeline.stages.runner import load_stage_params, plot_csv, run, stage_parser
+from pipeline.stages.runner import code_version, fingerprint, load_stage_params, plot_csv, run, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -138,19 +139,31 @@ def main(argv: list[str] | None = None) -> None:
                  and "_split_se" not in c]
     write_text(args.out / "summary.md", SUMMARY_HEADER + SPREAD_NOTE + markdown_with_spread(table[main_cols],
                markdown_table) + REFINEMENT_HEADER + deltas_markdown(table.to_dict("records")))
-    # figures: one entry per seed for every model (seaborn draws the spread over seeds), baselines once
+    # figures: one entry per seed for every model (each draws the mean and the spread over seeds), baselines once;
+    # one style per model from params, so a model looks the same in every figure
     names = list(runs[p["seeds"][0]])
     over_seeds = {name: [runs[s][name] for s in runs] for name in names}
+    styles = model_styles(variants, list(refined), BASELINES)
+    # The footer names the code (the git commit, +dirty when pipeline/ differs from it; the stage's log line says
+    # the same) and a hash of the params this stage read. Trade-off: a rerun at the same commit writes the same
+    # bytes, so `dvc repro -f` leaves `dvc status` and git clean; a forced rerun after a new commit (committing the
+    # results is one) rewrites the PNGs and their hashes in dvc.lock with nothing else changed. A file cannot name
+    # the commit that records it: the stamp is the commit the run started from. The hash covers only this stage's
+    # keys: a hash of all of params.yaml would differ after edits that never rerun the report, so a forced rerun
+    # would rewrite the PNGs; an upstream key changes the figures through the stage that reads it.
+    stamp = f"code {code_version()} · report params {fingerprint(p)[:8]}"
+    look = {"styles": styles, "stamp": stamp}
     knn_blocks_figure({**{name: [m["blocks"] for m in ms] for name, ms in over_seeds.items()},
-                       "random-init": [random_blocks]}, args.out / "knn_blocks.png")
-    frequency_figure({v: [m["frequency"] for m in over_seeds[v]] for v in variants}, args.out / "frequency.png")
+                       "random-init": [random_blocks]}, args.out / "knn_blocks.png", **look)
+    frequency_figure({v: [m["frequency"] for m in over_seeds[v]] for v in variants}, args.out / "frequency.png",
+                     **look)
     fewshot_figure({**{name: [m["details"]["fewshot"] for m in ms] for name, ms in over_seeds.items()},
-                    **{name: [d["fewshot"]] for name, d in details.items()}}, args.out / "fewshot.png")
+                    **{name: [d["fewshot"]] for name, d in details.items()}}, args.out / "fewshot.png", **look)
     spectrum_figure({**{name: [m["spectrum"] for m in ms] for name, ms in over_seeds.items()},
                      **{name: [pd.read_csv(require(args.plots / "spectrum" / f"{name}.csv"))] for name in BASELINES}},
-                    args.out / "spectrum.png")
+                    args.out / "spectrum.png", **look)
     fusion_weights_figure({v: [m["fusion"] for m in over_seeds[v]] for v in variants if over_seeds[v][0]["fusion"]},
-                          args.out / "fusion_weights.png")
+                          args.out / "fusion_weights.png", **look)
     all_metrics = numbers_only(table)
     write_json(args.out / "all_metrics.json", all_metrics)
     write_json(args.out / "metrics.json", {model: {k: v for k, v in row.items() if k in HEADLINE}

@@ -25,7 +25,7 @@ def code_version() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pipeline"], capture_output=True, text=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ":/pipeline"], capture_output=True, text=True,
                                timeout=5, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
