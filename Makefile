@@ -5,11 +5,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum envs/requirements.txt | cut -c1-12)
-LOCKED = flock -n -E 75 .pipeline.lock
-LOCK_HELD = rc=$$?; [ $$rc = 75 ] && echo "error: another run holds .pipeline.lock in this workspace" >&2; exit $$rc
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup run repro test gpu profile lint compare exps
+.PHONY: setup run repro checkout remote push pull test gpu profile lint compare exps
 
 $(STAMP): envs/requirements.txt
 	python3 -m venv $(VENV)
@@ -30,13 +28,32 @@ setup: $(STAMP) $(FASHION_MNIST)
 
 # Snakemake runs the DAG; `dvc commit -f` then records the hashes so `dvc repro` / `dvc status` agree. The commit
 # relinks the cached outputs from DVC's cache (new mtimes), so `snakemake --touch` re-records Snakemake's view:
-# without it the next `snakemake` would take arrays.npz as updated and rerun the whole DAG.
+# without it the next `snakemake` would take arrays.npz as updated and rerun the whole DAG. run/repro/checkout/pull
+# hold .pipeline.lock (exit 75 if another run does) and first remove a Snakemake lock left by a killed run
+# (pipeline/workspace.py). CORES=N limits Snakemake's cores.
 run: setup
-	@$(LOCKED) sh -c '. $(BIN)/activate && snakemake --cores all && dvc commit -f -q && snakemake --touch --cores 1 -q' || { $(LOCK_HELD); }
+	@$(BIN)/python -m pipeline.workspace run $(if $(CORES),--cores $(CORES))
 
-# DVC runs the DAG; `snakemake --touch` then records provenance so Snakemake sees later params changes
+# DVC runs the DAG; `snakemake --touch` then records provenance so Snakemake sees later params changes.
+# ARGS go to dvc repro:  make repro ARGS="-f -s report"
 repro: setup
-	@$(LOCKED) sh -c '. $(BIN)/activate && dvc repro && snakemake --touch --cores 1 -q' || { $(LOCK_HELD); }
+	@$(BIN)/python -m pipeline.workspace repro $(ARGS)
+
+# git checkout + dvc checkout (cached outputs) + snakemake --touch: afterwards both tools have nothing to do
+checkout: setup
+	@[ -n "$(REV)" ] || { echo "usage: make checkout REV=<commit|branch|tag>" >&2; exit 2; }
+	@$(BIN)/python -m pipeline.workspace checkout $(REV)
+
+# the default DVC remote, in .dvc/config (commit it): a folder ../<repo>-dvc-storage, or URL=<any DVC URL>
+remote: setup
+	@$(BIN)/python -m pipeline.workspace remote $(URL)
+
+# dvc push of the workspace's outputs (ARGS=--all-commits: every commit's); pull = dvc pull + snakemake --touch
+push: setup
+	@$(BIN)/python -m pipeline.workspace push $(ARGS)
+
+pull: setup
+	@$(BIN)/python -m pipeline.workspace pull
 
 test: $(STAMP) $(FASHION_MNIST)
 	. $(BIN)/activate && python -m pytest -q -p no:cacheprovider --timeout 900 tests
