@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import io
 import json
 import math
@@ -27,9 +28,11 @@ SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 _FLOAT_AS_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
-# what is known of the built-in datasets before prepare runs: (image side in pixels, train images); an imagefolder
-# tree has data.image_size and an unknown count (config check reads the data card once prepare wrote it)
-DATASET_FACTS = {"fashion_mnist": (28, 60000), "digits": (8, 1437), "cifar10": (32, 50000), "cifar100": (32, 50000)}
+# what is known of the built-in datasets before prepare runs: (image side in pixels, channels, train images,
+# classes); an imagefolder tree is RGB with data.image_size and unknown counts (config check reads the data card
+# once prepare wrote it)
+DATASET_FACTS = {"fashion_mnist": (28, 1, 60000, 10), "digits": (8, 1, 1437, 10), "cifar10": (32, 3, 50000, 10),
+                 "cifar100": (32, 3, 50000, 100)}
 
 
 def _key_path(parts: Iterable[Any]) -> str:
@@ -49,16 +52,24 @@ def _schema_error_line(err: jsonschema.ValidationError) -> str:
     return f"params: {key} = {err.instance!r}: {err.message}"
 
 
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    """The schema's validator, built once per process. An integer is an int: JSON Schema also counts 1.0, which
+    reaches range() and tensor shapes as a float and fails there."""
+    types = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=types)
+    return cls(yaml.safe_load(SCHEMA_PATH.read_text()))
+
+
 def validate(params: Any) -> None:
     """Check `params` against the JSON schema and the cross-key rules.
 
     Raises:
         ConfigError: naming the first offending key.
     """
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
     _check_finite(params)
-    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+    errors = sorted(_validator().iter_errors(params), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
     if errors:
         raise ConfigError(_schema_error_line(errors[0]))
     _check_cross_keys(params)
@@ -78,12 +89,22 @@ def _check_finite(value: Any, path: tuple = ()) -> None:
 
 
 def _check_against_dataset(params: dict) -> None:
-    """Rules that need the image side and the train split's size: known for the built-in datasets."""
+    """Rules that need the image side, channels, classes and the train split's size: known for the built-in
+    datasets."""
     data, patch = params["data"], params["model"]["patch_size"]
-    side, train = DATASET_FACTS.get(data["dataset"], (data["image_size"], None))
+    side, channels, train, classes = DATASET_FACTS.get(data["dataset"], (data["image_size"], 3, None, None))
     if side % patch:
         raise ConfigError(f"params: model.patch_size={patch} does not divide the {side}-pixel images of "
                           f"{data['dataset']!r}" + (" (data.image_size)" if data["dataset"] == "imagefolder" else ""))
+    if params["pretrain"]["norm_pix_loss"] and patch * patch * channels < 2:
+        raise ConfigError(f"params: pretrain.norm_pix_loss=true with model.patch_size={patch}: a patch of "
+                          f"{data['dataset']!r} holds one value, whose unbiased variance is undefined (a NaN loss)")
+    if params["refine"]["local_size"] > side:
+        raise ConfigError(f"params: refine.local_size={params['refine']['local_size']} exceeds the {side}-pixel images "
+                          f"of {data['dataset']!r} (a local crop is a part of the image; 0 = the image size)")
+    if params["evaluate"]["kmeans"] and classes and 0 < data["test_limit"] < classes:
+        raise ConfigError(f"params: data.test_limit={data['test_limit']} keeps fewer test images than the {classes} "
+                          f"clusters (the classes of {data['dataset']!r}) that evaluate.kmeans=true fits")
     if train is None:
         return
     if data["val_size"] >= train:
@@ -211,7 +232,7 @@ def check_variant(params: dict, variant: str, kinds: tuple[str, ...] = ("pretrai
     """Raise ConfigError if `variant` is not a key of `<kind>.variants` for any of `kinds`."""
     known = {kind: sorted(params[kind]["variants"]) for kind in kinds}
     if not any(variant in names for names in known.values()):
-        listing = "; ".join(f"{kind}.variants has: {', '.join(names)}" for kind, names in known.items())
+        listing = "; ".join(f"{kind}.variants has: {', '.join(names) or 'none'}" for kind, names in known.items())
         raise ConfigError(f"params: unknown variant {variant!r} ({listing})")
 
 

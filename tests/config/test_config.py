@@ -59,7 +59,8 @@ def test_load_params__bad_value_names_the_key(tmp_path, params, edit, needle):
 
 
 def test_load_params__float_written_1e_minus_3_is_a_string_under_pyyaml(tmp_path):
-    text = (REPO / "params.yaml").read_text().replace("blr: 1.5e-3", "blr: 1.5e-3".replace("1.5e-3", "15e-4"))
+    text = (REPO / "params.yaml").read_text().replace("blr: 8.0e-4", "blr: 15e-4")
+    assert "blr: 15e-4" in text
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(ConfigError, match="pretrain.blr = '15e-4' is read as a string"):
         config.load_params(tmp_path / "params.yaml")
