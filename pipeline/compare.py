@@ -12,7 +12,9 @@ The table gives, per model and metric, A, B and Δ = B - A (accuracies in %, del
   1. seeds: both sides have n >= 2 training seeds and <m>_std (sample std over seeds):
      σ = sqrt(stdA²/nA + stdB²/nB), the standard error of a difference of two seed means.
   2. splits: m is fewshot_<k> and both sides have fewshot_<k>_split_se (standard error over the fixed few-shot
-     splits of one run): σ = sqrt(seA² + seB²).
+     splits of one run): σ = sqrt(seA² + seB²). Both sides use the same fixed splits, and the split-to-split
+     spread (which support images were drawn) is shared, so this unpaired σ is conservative; summary.md's
+     refinement table pairs the splits and is tighter.
   3. binomial: m is an accuracy (knn*, linear*, fewshot*, finetune*, kmeans_acc*, val_knn*) and both sides
      give the size of its split (val_size for val_knn*, test_size otherwise): σ = sqrt(a(1-a)/nA + b(1-b)/nB).
      It treats the two models' errors on the same images as independent, so it usually overstates σ.
