@@ -11,10 +11,10 @@ The table gives, per model and metric, A, B and Δ = B - A (accuracies in %, del
 `*` when |Δ| > 2σ. The noise σ of a delta follows the first rule that applies:
   1. seeds: both sides have n >= 2 training seeds and <m>_std (sample std over seeds):
      σ = sqrt(stdA²/nA + stdB²/nB), the standard error of a difference of two seed means.
-  2. splits: m is fewshot_<k> and both sides have fewshot_<k>_split_se (standard error over the fixed few-shot
-     splits of one run): σ = sqrt(seA² + seB²). Both sides use the same fixed splits, and the split-to-split
-     spread (which support images were drawn) is shared, so this unpaired σ is conservative; summary.md's
-     refinement table pairs the splits and is tighter.
+  2. paired splits: m is fewshot_<k> and both sides hold its accuracy on each fixed split, fewshot_<k>_split<i>
+     (the same support and query images on both sides): σ = std(B_i - A_i) / sqrt(splits), the standard error
+     of the mean per-split difference (as summary.md's refinement table). Older files hold only
+     fewshot_<k>_split_se: σ = sqrt(seA² + seB²) ("splits"), unpaired and so conservative.
   3. binomial: m is an accuracy (knn*, linear*, fewshot*, finetune*, kmeans_acc*, val_knn*) and both sides
      give the size of its split (val_size for val_knn*, test_size otherwise): σ = sqrt(a(1-a)/nA + b(1-b)/nB).
      It treats the two models' errors on the same images as independent, so it usually overstates σ.
@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.analysis.deltas import paired_se
 from pipeline.atomic import atomic_path
 from pipeline.errors import ConfigError, DataError
 from pipeline.eval.selection import difference_se
@@ -156,9 +157,14 @@ def noise(metric: str, a: dict[str, float], b: dict[str, float]) -> tuple[float,
     std = f"{metric}_std"
     if min(a.get("n", 1), b.get("n", 1)) >= 2 and std in a and std in b:
         return math.sqrt(a[std] ** 2 / a["n"] + b[std] ** 2 / b["n"]), "seeds"
-    se = f"{metric}_split_se"
-    if re.fullmatch(r"fewshot_\d+", metric) and se in a and se in b:
-        return math.hypot(a[se], b[se]), "splits"
+    if re.fullmatch(r"fewshot_\d+", metric):
+        split = re.compile(rf"{metric}_split\d+")
+        shared = sorted(k for k in a if split.fullmatch(k) and k in b)
+        if len(shared) > 1:  # the same fixed splits on both sides: the deltas pair split by split
+            return paired_se([b[k] for k in shared], [a[k] for k in shared]), "paired splits"
+        se = f"{metric}_split_se"
+        if se in a and se in b:
+            return math.hypot(a[se], b[se]), "splits"
     size = "val_size" if metric.startswith("val_knn") else "test_size"
     pa, pb = a[metric], b[metric]
     if is_accuracy(metric) and a.get(size, 0) > 0 and b.get(size, 0) > 0 and 0 <= pa <= 1 and 0 <= pb <= 1:

@@ -31,10 +31,13 @@ def edge_picks(details: dict) -> str | float:
 
 
 def split_se(details: dict) -> dict[str, float]:
-    """fewshot_<shots>_split_se: the standard error of a few-shot mean over its fixed splits (one run's noise)."""
+    """One run's few-shot noise: fewshot_<shots>_split<i> (the accuracy on fixed split i, the same images for every
+    model, so two models' deltas pair split by split) and fewshot_<shots>_split_se (the standard error of the mean
+    over the splits)."""
     out = {}
     for shots, rec in details.get("fewshot", {}).items():
         runs = rec.get("runs", [])
+        out.update({f"fewshot_{shots}_split{i}": r for i, r in enumerate(runs)})
         if len(runs) > 1:
             mean = sum(runs) / len(runs)
             out[f"fewshot_{shots}_split_se"] = (sum((r - mean) ** 2 for r in runs) / (len(runs) - 1) / len(runs)) ** 0.5

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     write_text(args.out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
     # summary.md shows the headline columns; summary.csv and metrics.json keep every one
     main_cols = [c for c in table if not c.startswith(MD_HIDDEN) and c.removesuffix("_std") not in MD_HIDDEN_COLS
-                 and "_split_se" not in c]
+                 and "_split" not in c]
     write_text(args.out / "summary.md", SUMMARY_HEADER + SPREAD_NOTE + markdown_with_spread(table[main_cols],
                markdown_table) + REFINEMENT_HEADER + deltas_markdown(table.to_dict("records")))
     # figures: one entry per seed for every model (each draws the mean and the spread over seeds), baselines once;

@@ -87,6 +87,17 @@ def test_noise__splits_when_one_seed():
     assert noise("fewshot_1", A["mae"], B["mae"]) == (pytest.approx(0.005), "splits")
 
 
+def test_noise__per_split_accuracies_pair_the_splits():
+    # B - A per split: .02, .04, .03 -> mean .03, sample std .01, SE .01 / sqrt(3) (the unpaired SE would be larger)
+    a = {"fewshot_1": 0.40, "fewshot_1_split0": 0.40, "fewshot_1_split1": 0.38, "fewshot_1_split2": 0.42,
+         "fewshot_1_split_se": 0.0115}
+    b = {"fewshot_1": 0.43, "fewshot_1_split0": 0.42, "fewshot_1_split1": 0.42, "fewshot_1_split2": 0.45,
+         "fewshot_1_split_se": 0.0100}
+    assert noise("fewshot_1", a, b) == (pytest.approx(0.01 / math.sqrt(3)), "paired splits")
+    del b["fewshot_1_split2"], b["fewshot_1_split1"]  # one shared split: no pairing, the unpaired rule
+    assert noise("fewshot_1", a, b)[1] == "splits"
+
+
 def test_noise__seeds_take_precedence_over_splits():
     # sqrt(.002^2/3 + .002^2/3); and for fewshot_1 the seed std (.02) wins over the tiny split SE
     assert noise("knn_cls", A["mae_nna"], B["mae_nna"]) == (pytest.approx(math.sqrt(8e-6 / 3)), "seeds")
