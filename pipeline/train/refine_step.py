@@ -124,7 +124,8 @@ def device_views(data: DeviceImages, global_scale_min: float, local_crops: int, 
     recipes = [BYOL_VIEWS["global0"], BYOL_VIEWS["global1"]] + [BYOL_VIEWS["local"]] * local_crops
 
     def fetch(idx: torch.Tensor) -> Views:
-        with torch.no_grad():
+        # views are the step's inputs: made in fp32 under any autocast (bf16 broke the blend of a blurred view)
+        with torch.no_grad(), torch.autocast(data.labels.device.type, enabled=False):
             x = data.batch(idx)
             views = [random_resized_crop(x, (global_scale_min, 1.0)) for _ in range(2)]
             views += [random_resized_crop(x, local_scale, size=local_size) for _ in range(local_crops)]
@@ -190,25 +191,31 @@ def refine_step_fn(refiner: Refiner, data: DeviceImages | Callable[[object], Vie
         for h, (feats, head, queue) in enumerate(zip(pooled_views(refiner, views), refiner.heads, refiner.queues)):
             z, p = head(feats)  # BatchNorm sees all views together, as in the official code
             z, p = z.view(v, b, -1), p.view(v, b, -1)
-            anchors = key_sets[h].view(2, b, -1) if key_sets else z[:2].detach()
-            nn0, nn_label, nn_sim = queue.query(anchors[0], idx)
-            if objective in MOMENTUM_OBJECTIVES:
-                terms = [info_nce_loss(p[c], anchors[a], queue.x, temperature, mixing) for a, c in pairs]
-                with torch.no_grad():
-                    align = torch.softmax(info_nce_logits(p[1], anchors[0], queue.x, temperature), 1)[:, 0].mean()
-            else:
-                nns = (nn0, queue.query(anchors[1], idx)[0])
-                loss = nna_loss if objective == "nna" else nnclr_loss
-                preds = [distributed.gather(p[c], grad=True) for c in range(v)]  # global-batch negatives
-                terms = [loss(anchors[a], nns[a], preds[c], temperature, offset) for a, c in pairs]
-                align = positive_mass(anchors[0] if objective == "nna" else nn0, nn0, preds[1], temperature, offset)
-            total = total + torch.stack(terms).mean()
-            # MoCo enqueues the keys of both global views (symmetrized MoCo: each is a negative for later
-            # queries); NNA/NNCLR enqueue one view's anchors, as MIM-Refiner's queue does
-            for view in (0, 1) if key_sets else (0,):
-                queue.push(*(distributed.gather(t) for t in (anchors[view], idx, labels)))
-            metrics = {"pos_mass": align, "nn_accuracy": (nn_label == labels).float().mean(),
-                       "nn_similarity": nn_sim.mean()}
+            # the queue and the losses in fp32 under any autocast: softmax over a bf16 similarity matrix loses the
+            # small differences between neighbours, and the logits' index_put needs one dtype
+            with torch.autocast(z.device.type, enabled=False):
+                z, p = z.float(), p.float()
+                anchors = (key_sets[h].view(2, b, -1) if key_sets else z[:2].detach()).float()
+                nn0, nn_label, nn_sim = queue.query(anchors[0], idx)
+                if objective in MOMENTUM_OBJECTIVES:
+                    terms = [info_nce_loss(p[c], anchors[a], queue.x, temperature, mixing) for a, c in pairs]
+                    with torch.no_grad():
+                        logits = info_nce_logits(p[1], anchors[0], queue.x, temperature)
+                        align = torch.softmax(logits, 1)[:, 0].mean()
+                else:
+                    nns = (nn0, queue.query(anchors[1], idx)[0])
+                    loss = nna_loss if objective == "nna" else nnclr_loss
+                    preds = [distributed.gather(p[c], grad=True) for c in range(v)]  # global-batch negatives
+                    terms = [loss(anchors[a], nns[a], preds[c], temperature, offset) for a, c in pairs]
+                    align = positive_mass(anchors[0] if objective == "nna" else nn0, nn0, preds[1], temperature,
+                                          offset)
+                total = total + torch.stack(terms).mean()
+                # MoCo enqueues the keys of both global views (symmetrized MoCo: each is a negative for later
+                # queries); NNA/NNCLR enqueue one view's anchors, as MIM-Refiner's queue does
+                for view in (0, 1) if key_sets else (0,):
+                    queue.push(*(distributed.gather(t) for t in (anchors[view], idx, labels)))
+                metrics = {"pos_mass": align, "nn_accuracy": (nn_label == labels).float().mean(),
+                           "nn_similarity": nn_sim.mean()}
         return total, metrics
 
     return step
