@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum envs/requirements.txt | cut -c1-12)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup run repro checkout remote push pull test gpu profile lint compare exps
+.PHONY: setup run repro checkout remote push pull test gpu profile lint compare exps gpu-check
 
 $(STAMP): envs/requirements.txt
 	python3 -m venv $(VENV)
@@ -60,6 +60,12 @@ test: $(STAMP) $(FASHION_MNIST)
 
 gpu: $(STAMP)
 	$(MAKE) profile P=gpu
+
+# the GPU acceptance check (benchmarks/gpu_check.py): throughput, memory, probe cost and a short GPU-profile chain ->
+# benchmarks/results/gpu_check.{json,md}. No venv needed: a GPU box's own python works (the chain also needs
+# jsonschema and ruamel.yaml). ARGS=--smoke runs it at tiny sizes on the CPU.
+gpu-check:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) benchmarks/gpu_check.py $(ARGS)
 
 # any params profile: merge profiles/$(P)/params.yaml into params.yaml and regenerate dvc.yaml (refinements are
 # grouped by their pretrained source there, so a profile that adds refinements needs the new file)

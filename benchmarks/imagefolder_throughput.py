@@ -42,7 +42,7 @@ from pipeline.models.mae import MaskedAutoencoder
 from pipeline.models.vit import ViTEncoder
 from pipeline.train import device as rt
 from pipeline.train.mae_step import loader_images, mae_step_fn
-from pipeline.train.optim import adamw
+from pipeline.train.optim import adamw, param_groups
 
 
 def write_synthetic_folder(root: Path, images: int, classes: int = 10, size: tuple[int, int] = (500, 375)) -> Path:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder = ViTEncoder(args.size, 16, 3, 768, 12, 12, 4.0)  # ViT-B/16, MAE's 512 x 8 x 16 decoder
         model = MaskedAutoencoder(encoder, 512, 8, 16, 4.0, [], "softmax").to(device)
         forward = torch.compile(model) if args.compile else model
-        optimizer = adamw(model, 0.05, (0.9, 0.95), device)
+        optimizer = adamw(param_groups(model, 0.05), (0.9, 0.95), device)
         for group in optimizer.param_groups:
             group["lr"] = 1.0e-4
         step_fn = mae_step_fn(model, forward, loader_images, 0.75, True, 0.2, True)

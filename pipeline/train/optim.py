@@ -1,6 +1,7 @@
 """Optimizer set-up: AdamW with MAE's weight-decay groups."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -20,11 +21,24 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def adamw(model: nn.Module, weight_decay: float, betas: tuple[float, float], device: torch.device
-          ) -> torch.optim.AdamW:
-    """AdamW over `param_groups`; the fused kernel on cuda (one launch for all parameters)."""
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=0.0, betas=betas,
-                             fused=device.type == "cuda")
+@functools.cache
+def fused_supported(device_type: str) -> bool:
+    """Whether this torch has the fused AdamW kernel for `device_type` (cuda; cpu since torch 2.4).
+
+    Asked of torch by building one on a probe tensor: the list of devices is private API.
+    """
+    try:
+        torch.optim.AdamW([torch.zeros(1, device=device_type, requires_grad=True)], fused=True)
+    except RuntimeError:  # no kernel for this device type (or no such device)
+        return False
+    return True
+
+
+def adamw(groups: list[dict], betas: tuple[float, float], device: torch.device) -> torch.optim.AdamW:
+    """AdamW over param groups (lr set by the schedule), with the fused kernel (one pass over all parameters, no
+    per-tensor op chain) wherever torch has it for `device`. It follows the same update as the for-each kernel up to
+    float rounding (tests/train/test_fused_adamw.py), and resumes exactly from its own checkpoints."""
+    return torch.optim.AdamW(groups, lr=0.0, betas=betas, fused=fused_supported(device.type))
 
 
 def layer_decay_groups(model: nn.Module, num_layers: int, layer_of: Callable[[str], int], weight_decay: float,
