@@ -5,7 +5,7 @@ import json
 import sys
 
 from pipeline import config as pipeline_config
-from pipeline.dag import STAGES, code_deps
+from pipeline.dag import STAGES, code_deps, init_files
 
 # params.yaml is the one experiment definition, read by both tools: a --config/--configfile override would change
 # what Snakemake runs but not what DVC records, so it is refused rather than silently ignored
@@ -64,6 +64,11 @@ def stage_inputs(name):
     code = code_deps(stage.module)
     if stage.per == "refined":
         return lambda wildcards: code + [_fill(d, wildcards.refined, wildcards.seed) for d in stage.deps]
+    if stage.init:  # a variant started from a checkpoint file also depends on that file
+        started = init_files(PARAMS)
+        return lambda wildcards: code + [_fill(d, seed=wildcards.seed).replace("{variant}", wildcards.variant)
+                                         for d in stage.deps] + ([started[wildcards.variant]]
+                                                                 if wildcards.variant in started else [])
     return code + ([_fill(d) for d in stage.deps] if stage.per else _over_variants(stage.deps))
 
 

@@ -8,7 +8,7 @@ import torch
 
 from pipeline import distributed
 from pipeline.data.loader import DeviceImages
-from pipeline.models.vit import POOLS, ViTEncoder, pool_tokens
+from pipeline.models.vit import POOLS, ViTEncoder, pool_split, pool_tokens
 
 
 @torch.no_grad()
@@ -23,15 +23,15 @@ def block_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int, dty
         {pool: [L, N, D]} for pool in ("cls", "mean_patch").
     """
     encoder.eval()
-    blocks = list(range(encoder.depth))
     out = {p: torch.empty(encoder.depth, len(data), encoder.embed_dim, dtype=dtype, device=data.images.device)
            for p in POOLS}
     start = 0
     for images, _ in data.batches(batch_size):
         with autocast():
-            tokens = encoder.forward_intermediates(images, blocks, norm=False)
+            parts = encoder.forward_intermediates(images, return_prefix_tokens=True, norm=False, output_fmt="NLC",
+                                                  intermediates_only=True)  # every block: (patches, cls) each
         for p in POOLS:
-            out[p][:, start:start + images.shape[0]] = torch.stack([pool_tokens(t, p) for t in tokens]).to(dtype)
+            out[p][:, start:start + images.shape[0]] = torch.stack([pool_split(*t, p) for t in parts]).to(dtype)
         start += images.shape[0]
     return out
 

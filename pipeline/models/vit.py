@@ -1,7 +1,9 @@
 """ViT encoder on timm's PatchEmbed and Block, with every block's output one call away.
 
-Follows timm's contract: forward_features -> forward_head, plus forward_intermediates(x, indices) that takes an
-explicit 0-based list of blocks and an explicit norm choice (STYLE.md rule 5).
+Follows timm's contract: forward_features -> forward_head, and forward_intermediates with the signature, defaults and
+return conventions of timm's VisionTransformer (timm 1.0), so the state_dict of a ViTEncoder loads into
+`timm.models.VisionTransformer(..., num_classes=0, global_pool="token")` with every key matched and the same outputs
+(tests/models/test_vit.py).
 """
 from __future__ import annotations
 
@@ -29,13 +31,19 @@ def init_mae_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def pool_split(patches: torch.Tensor, prefix: torch.Tensor, pool: str) -> torch.Tensor:
+    """Patch tokens [B, N, D] and the cls token [B, 1, D] (forward_intermediates' split form) -> [B, D]: the cls
+    token, or the mean of the patch tokens."""
+    if pool == "cls":
+        return prefix[:, 0]
+    if pool == "mean_patch":
+        return patches.mean(dim=1)
+    raise ValueError(f"unknown pool {pool!r} (known: {', '.join(POOLS)})")
+
+
 def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
     """[B, 1+N, D] -> [B, D]: the cls token, or the mean of the patch tokens."""
-    if pool == "cls":
-        return tokens[:, 0]
-    if pool == "mean_patch":
-        return tokens[:, 1:].mean(dim=1)
-    raise ValueError(f"unknown pool {pool!r} (known: {', '.join(POOLS)})")
+    return pool_split(tokens[:, 1:], tokens[:, :1], pool)
 
 
 class ViTEncoder(nn.Module):
@@ -97,10 +105,14 @@ class ViTEncoder(nn.Module):
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         return torch.cat([cls, tokens], dim=1)
 
-    def run_blocks(self, tokens: torch.Tensor, keep: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run all blocks on [B, 1+N, D] tokens; return the last output and the outputs of blocks `keep`."""
+    def run_blocks(self, tokens: torch.Tensor, keep: list[int], blocks: int | None = None
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the first `blocks` blocks (all by default) on [B, 1+N, D] tokens; return the last output and the
+        outputs of blocks `keep`."""
         kept, wanted = [], set(keep)
         for i, blk in enumerate(self.blocks):
+            if blocks is not None and i >= blocks:
+                break
             tokens = blk(tokens)
             if i in wanted:
                 kept.append(tokens)
@@ -118,16 +130,53 @@ class ViTEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(self, x: torch.Tensor, indices: list[int], norm: bool) -> list[torch.Tensor]:
-        """Outputs [B, 1+N, D] of the blocks in `indices` (0-based, ascending), optionally through the final norm.
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
+                              return_prefix_tokens: bool = False, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False
+                              ) -> list | tuple[torch.Tensor, list]:
+        """Every requested block's output, as timm's VisionTransformer.forward_intermediates returns it.
 
+        Args:
+            x: images [B, C, H, W].
+            indices: None = every block; an int n = the last n blocks; a list = those blocks (0-based, negative from
+                the end). Outputs come in block order whatever the list's order (as timm's).
+            return_prefix_tokens: pair each output with its cls token [B, 1, D].
+            norm: pass each output through the final norm.
+            stop_early: skip the blocks after the last requested one (then the final output is that block's).
+            output_fmt: "NCHW" (patch tokens as a [B, D, h, w] map) or "NLC" (patch tokens [B, N, D]).
+            intermediates_only: return only the list.
+        Returns:
+            The list of outputs (each a (patches, cls) pair with return_prefix_tokens), preceded by the normed final
+            tokens [B, 1+N, D] unless intermediates_only.
         Raises:
-            ValueError: an index is outside 0..depth-1 or the list is not ascending.
+            ValueError: an index outside -depth..depth-1, an int outside 1..depth, or an unknown output_fmt.
         """
-        if any(i < 0 or i >= self.depth for i in indices) or list(indices) != sorted(set(indices)):
-            raise ValueError(f"block indices {indices} must be ascending and within 0..{self.depth - 1}")
-        _, kept = self.run_blocks(self.prepend_cls(self.embed_patches(x)), list(indices))
-        return [self.norm(t) for t in kept] if norm else kept
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt {output_fmt!r} is not NCHW or NLC")
+        take = self.block_indices(indices)
+        blocks = take[-1] + 1 if stop_early else self.depth
+        last, kept = self.run_blocks(self.prepend_cls(self.embed_patches(x)), take, blocks)
+        kept = [self.norm(t) for t in kept] if norm else kept
+        prefix, patches = [t[:, :1] for t in kept], [t[:, 1:] for t in kept]
+        if output_fmt == "NCHW":
+            h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+            patches = [t.reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous() for t in patches]
+        out = list(zip(patches, prefix)) if return_prefix_tokens else patches
+        return out if intermediates_only else (self.norm(last), out)
+
+    def block_indices(self, indices: int | list[int] | None) -> list[int]:
+        """timm's index convention resolved to ascending 0-based blocks: None = all, n = the last n, a list (negative
+        from the end)."""
+        if indices is None:
+            indices = self.depth
+        if isinstance(indices, int):
+            if not 0 < indices <= self.depth:
+                raise ValueError(f"last-n block count {indices} outside 1..{self.depth}")
+            return list(range(self.depth - indices, self.depth))
+        take = [i + self.depth if i < 0 else i for i in indices]
+        if not take or any(not 0 <= i < self.depth for i in take):
+            raise ValueError(f"block indices {list(indices)} must be within -{self.depth}..{self.depth - 1}")
+        return sorted(set(take))
 
     def truncate(self, depth: int) -> None:
         """Keep only the first `depth` blocks (refine.depth); a real cut also drops the final norm (see `final_norm`)."""
