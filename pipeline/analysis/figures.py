@@ -157,11 +157,13 @@ def knn_blocks_figure(curves: dict[str, list[list[dict[str, float]]]], path: str
 
 def frequency_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, styles: dict[str, ModelStyle],
                      stamp: str) -> plt.Figure:
-    """Δ log amplitude from frequency 0 to π, one panel per variant, one line per block in shades of the variant's
-    colour (light = shallow, full colour = deepest).
+    """Δ log amplitude from frequency 0 to the grid's highest (2π·floor(n/2)/n), one panel per variant, one line per
+    block in shades of the variant's colour (light = shallow, full colour = deepest); a last panel draws the last
+    block's linear amplitude, absolute, one line per variant (MFF's claim: higher at low, lower at high frequencies).
 
     Args:
-        spectra: variant -> per seed, frequency.csv content (block, relative_depth, frequency, dlog_amplitude).
+        spectra: variant -> per seed, frequency.csv content (block, relative_depth, frequency (x π),
+            frequency_label, dlog_amplitude, amplitude).
         path: the PNG to write.
         styles: model -> ModelStyle (model_styles).
         stamp: the footer text.
@@ -170,7 +172,9 @@ def frequency_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, s
         The written (closed) figure.
     """
     models = _ordered(spectra, styles)
-    fig, axes = _figure(len(models), 3.0, 2.8, sharey=True)
+    fig, axes = _figure(len(models) + 1, 3.0, 2.8)
+    for ax in axes[1:-1]:
+        ax.sharey(axes[0])
     for ax, model in zip(axes, models):
         df = pd.concat(spectra[model], ignore_index=True)
         blocks = sorted(df["block"].unique())
@@ -181,7 +185,15 @@ def frequency_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, s
         ax.set_title(model, color=styles[model].color, fontweight="bold")
         ax.set(xlabel="frequency (x π)")
     axes[0].set_ylabel("Δ log amplitude")
-    axes[-1].legend(frameon=False, fontsize=6, loc="best")
+    axes[len(models) - 1].legend(frameon=False, fontsize=6, loc="best")
+    last = axes[-1]
+    for model in models:
+        df = pd.concat(spectra[model], ignore_index=True)
+        _line(last, df[df["block"] == df["block"].max()], "frequency", "amplitude", model, styles[model])
+    ticks = df.drop_duplicates("frequency").sort_values("frequency")
+    last.set_xticks(ticks["frequency"].to_list(), labels=ticks["frequency_label"].to_list())
+    last.set(title="last block, linear amplitude", xlabel="frequency (per axis, diagonal)", ylabel="amplitude")
+    last.legend(frameon=False, fontsize=6, loc="best")
     return _save(fig, path, stamp, legend=False)
 
 
@@ -258,13 +270,51 @@ def fewshot_figure(runs: dict[str, list[dict[str, dict]]], path: str | Path, sty
     return _save(fig, path, stamp)
 
 
+SPECTRUM_PANELS = {"raw": "raw (uncentred)", "centred": "centred (Jing et al.)",
+                   "standardized": "standardized (correlation)"}
+
+
 def spectrum_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, styles: dict[str, ModelStyle],
-                    stamp: str) -> plt.Figure:
+                    stamp: str, embeddings: dict[str, list[pd.DataFrame]] | None = None) -> plt.Figure:
     """Singular values of each model's feature covariance, sorted, on a log scale (dimensional collapse shows as
-    a tail that drops toward 0); the index axis is relative so features of different widths share one panel.
+    a tail that drops toward 0): one column per preprocessing (raw, centred, standardized; analysis/geometry.py),
+    the backbone feature in the top row and, given `embeddings`, refined models' embeddings (the last head's
+    projector output) in a second row. The index axis is relative so features of different widths share a panel.
 
     Args:
-        spectra: model -> per seed, spectrum rows (index, singular_value, log10_singular_value).
+        spectra: model -> per seed, spectrum rows of the backbone feature (index,
+            log10_singular_value_<preprocessing>).
+        path: the PNG to write.
+        styles: model -> ModelStyle (model_styles).
+        stamp: the footer text.
+        embeddings: refined model -> per seed, the same rows of its embedding.
+
+    Returns:
+        The written (closed) figure.
+    """
+    rows = {"backbone": spectra, **({"embedding": embeddings} if embeddings else {})}
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, grid = plt.subplots(len(rows), len(SPECTRUM_PANELS), figsize=(3.6 * len(SPECTRUM_PANELS), 2.9 * len(rows)),
+                             sharey=True, layout="constrained", squeeze=False)
+    for axes, (feature, curves) in zip(grid, rows.items()):
+        for ax, (how, title) in zip(axes, SPECTRUM_PANELS.items()):
+            for model in _ordered(curves, styles):
+                df = pd.concat([s.assign(rank=s["index"] / max(len(s) - 1, 1)) for s in curves[model]],
+                               ignore_index=True)
+                _line(ax, df, "rank", f"log10_singular_value_{how}", model, styles[model])
+            ax.set(title=f"{feature}: {title}", xlabel="singular value index / feature width", ylim=(-12, None))
+        axes[0].set_ylabel("log10 singular value")
+    return _save(fig, path, stamp)
+
+
+def negatives_top_share_figure(curves: dict[str, list[pd.DataFrame]], path: str | Path,
+                               styles: dict[str, ModelStyle], stamp: str) -> plt.Figure:
+    """MoCHi's hardness analysis over refinement: the share of the negatives' softmax mass held by the hardest 1%
+    and 5% of them, per epoch (both phases, epochs counted on), one line per refined model that logs it; a note
+    when none does.
+
+    Args:
+        curves: refined model -> per seed, its refine_curve rows (epoch, neg_top1_share, neg_top5_share, ...).
         path: the PNG to write.
         styles: model -> ModelStyle (model_styles).
         stamp: the footer text.
@@ -272,9 +322,16 @@ def spectrum_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, st
     Returns:
         The written (closed) figure.
     """
-    fig, (ax,) = _figure(1, 5.5, 3.4)
-    for model in _ordered(spectra, styles):
-        df = pd.concat([s.assign(rank=s["index"] / max(len(s) - 1, 1)) for s in spectra[model]], ignore_index=True)
-        _line(ax, df, "rank", "log10_singular_value", model, styles[model])
-    ax.set(xlabel="singular value index / feature width", ylabel="log10 singular value", ylim=(-12, None))
+    models = [m for m in _ordered(curves, styles) if all("neg_top1_share" in c for c in curves[m])]
+    if not models:
+        fig, axes = _figure(1, 4.5, 3.0)
+        axes[0].text(0.5, 0.5, "no refinement logged the negatives' top share", ha="center", va="center")
+        axes[0].set_axis_off()
+        return _save(fig, path, stamp, legend=False)
+    fig, axes = _figure(2, 3.6, 3.0, sharey=True)
+    for ax, (column, title) in zip(axes, {"neg_top1_share": "hardest 1%", "neg_top5_share": "hardest 5%"}.items()):
+        for model in models:
+            _line(ax, pd.concat(curves[model], ignore_index=True), "epoch", column, model, styles[model])
+        ax.set(title=title, xlabel="refinement epoch")
+    axes[0].set_ylabel("share of the negatives' softmax mass")
     return _save(fig, path, stamp)

@@ -1,6 +1,10 @@
 """Collapse diagnostics of an embedding set (reference/ssl_eval.md 2): the singular-value spectrum of the
 covariance (dimensional collapse, Jing et al. 2022), effective rank (RankMe, Garrido et al. 2023), alignment
 and uniformity (Wang & Isola 2020). Every function takes [N, D] features and works in float64.
+
+Both spectra depend on centring and per-channel scale, so they come in three named preprocessings
+(`PREPROCESSINGS`): raw (as given; RankMe's definition), centred (minus the mean row; Jing et al.'s covariance)
+and standardized (centred, each channel divided by its std: a few dominant channels no longer dominate).
 """
 from __future__ import annotations
 
@@ -11,22 +15,42 @@ RANKME_EPS = 1.0e-7  # the paper's epsilon for float32 embeddings
 HARD_RANK_TOL = 1.0e-3  # a singular value counts when above this fraction of the largest
 
 
-def covariance_spectrum(z: torch.Tensor) -> torch.Tensor:
-    """Singular values of the covariance of the L2-normalized rows, descending (directclr/spectrum.py).
+PREPROCESSINGS = ("raw", "centred", "standardized")
 
-    A collapsed dimension shows as a tail of values near 0 on a log scale.
+
+def preprocess(z: torch.Tensor, how: str) -> torch.Tensor:
+    """[N, D] -> [N, D] float64: raw (unchanged), centred (minus the mean row) or standardized (centred, then each
+    channel divided by its unbiased std; a constant channel stays 0)."""
+    if how not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {how!r} (one of {', '.join(PREPROCESSINGS)})")
+    x = z.double()
+    if how == "raw":
+        return x
+    x = x - x.mean(0, keepdim=True)
+    if how == "standardized":
+        std = x.std(0, keepdim=True)
+        x = x / torch.where(std > 0, std, torch.ones_like(std))
+    return x
+
+
+def covariance_spectrum(z: torch.Tensor, how: str = "centred") -> torch.Tensor:
+    """Singular values of X^T X / (N - 1), X the L2-normalized rows after `preprocess(., how)`, descending.
+
+    centred is Jing et al.'s spectrum (directclr/spectrum.py: the covariance of the L2-normalized rows); raw is the
+    uncentred second moment, standardized the correlation matrix. A collapsed dimension shows as a tail of values
+    near 0 on a log scale.
     """
-    x = F.normalize(z.double(), dim=1)
-    cov = torch.cov(x.T)
-    return torch.linalg.svdvals(cov)
+    x = preprocess(F.normalize(z.double(), dim=1), how)
+    return torch.linalg.svdvals(x.T @ x / max(x.shape[0] - 1, 1))
 
 
-def rankme(z: torch.Tensor, eps: float = RANKME_EPS) -> float:
-    """exp(entropy of p), p_k = sigma_k / ||sigma||_1 + eps, sigma the singular values of the raw (uncentered) z.
+def rankme(z: torch.Tensor, eps: float = RANKME_EPS, how: str = "raw") -> float:
+    """exp(entropy of p), p_k = sigma_k / ||sigma||_1 + eps, sigma the singular values of `preprocess(z, how)`
+    (raw: the paper's definition, Garrido et al. 2023).
 
     Between 1 (all rows collinear) and min(N, D) (a flat spectrum).
     """
-    s = torch.linalg.svdvals(z.double())
+    s = torch.linalg.svdvals(preprocess(z, how))
     p = s / s.sum() + eps
     return float(torch.exp(-(p * p.log()).sum()))
 
@@ -51,12 +75,29 @@ def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
     return float(torch.pdist(x).pow(2).mul(-t).exp().mean().log())
 
 
-def geometry(z: torch.Tensor, view_a: torch.Tensor, view_b: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+def spectral_collapse(z: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """RankMe and the covariance spectrum of `z` under each preprocessing, with the names saying which.
+
+    Returns:
+        ({"rankme_<how>", "hard_rank_<how>", "top_eigen_share_<how>" for how in PREPROCESSINGS}, how -> spectrum).
+        top_eigen_share is the largest spectrum value over their sum (1/D for a flat spectrum, 1 for rank 1): one
+        dominant direction shows here whatever the rank of the rest.
+    """
+    spectra = {how: covariance_spectrum(z, how) for how in PREPROCESSINGS}
+    scalars: dict[str, float] = {}
+    for how, s in spectra.items():
+        total = float(s.sum())
+        scalars |= {f"rankme_{how}": rankme(z, how=how), f"hard_rank_{how}": hard_rank(s),
+                    f"top_eigen_share_{how}": float(s[0]) / total if total > 0 else 0.0}
+    return scalars, spectra
+
+
+def geometry(z: torch.Tensor, view_a: torch.Tensor, view_b: torch.Tensor
+             ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """The diagnostics of features `z` of clean images; alignment between two augmented views of the same images.
 
     Returns:
-        ({"rankme", "hard_rank", "alignment", "uniformity"}, the covariance spectrum).
+        (`spectral_collapse` scalars with "alignment" and "uniformity", preprocessing -> covariance spectrum).
     """
-    spectrum = covariance_spectrum(z)
-    return {"rankme": rankme(z), "hard_rank": hard_rank(spectrum), "alignment": alignment(view_a, view_b),
-            "uniformity": uniformity(z)}, spectrum
+    scalars, spectra = spectral_collapse(z)
+    return scalars | {"alignment": alignment(view_a, view_b), "uniformity": uniformity(z)}, spectra

@@ -3,21 +3,27 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pipeline.eval.selection import first_argmax
+
 # accuracy-like columns are shown as percentages; the rest as numbers
-PERCENT_PREFIXES = ("knn", "linear", "fewshot", "kmeans_acc", "finetune", "val_knn")
+PERCENT_PREFIXES = ("knn", "linear", "fewshot", "kmeans_acc", "cluster_head_acc", "finetune", "val_knn")
 # after a number whose grid capped its val selection (pipeline/eval/selection.py; column edge_picks names the key)
 EDGE_MARK = "⚠"
-
-
-def best_block(curve: list[float]) -> int:
-    """The best block of a curve; ties go to the shallower block."""
-    return max(range(len(curve)), key=lambda b: (curve[b], -b))
+# the collapse analysis, each name saying its preprocessing (analysis/geometry.py); embedding_*: a refined model's
+# last head's projector output, the rest the backbone feature
+COLLAPSE_COLUMNS = tuple(f"{feature}{metric}_{how}" for feature in ("", "embedding_")
+                         for metric in ("rankme", "hard_rank", "top_eigen_share")
+                         for how in ("raw", "centred", "standardized"))
+# the table of summary.md's analyses section: collapse (RankMe and the top eigenvalue's share per preprocessing),
+# the last block's linear Fourier amplitude (analyze) and MoCHi's negative hardness at the end of refinement
+ANALYSIS_COLUMNS = (*(c for c in COLLAPSE_COLUMNS if "hard_rank" not in c), "amplitude_f0_last",
+                    "amplitude_fmax_last", "dlogamp_fmax_last", "refine_neg_top1_share", "refine_neg_top5_share")
 
 
 def val_knn(rows: list[dict[str, float]]) -> dict[str, float]:
     """The probe's CLS curve on val summarized: best accuracy, its block, and the last block's accuracy."""
     curve = [r["cls"] for r in rows]
-    b = best_block(curve)
+    b = first_argmax(curve)
     return {"val_knn_best": curve[b], "val_knn_best_block": b, "val_knn_last": curve[-1]}
 
 
@@ -81,8 +87,9 @@ def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]]
     first_cols += sorted(c for c in table if c.startswith("knn_") and c not in first_cols)
     first_cols += ["linear"]
     first_cols += sorted((c for c in table if c.startswith("fewshot_")), key=lambda c: int(c.split("_")[1]))
-    first_cols += [c for c in ("kmeans_acc", "kmeans_nmi", "kmeans_ari", "finetune", "rankme", "hard_rank",
-                               "alignment", "uniformity") if c in table]
+    first_cols += [c for c in ("kmeans_acc", "kmeans_nmi", "kmeans_ari", "cluster_head_acc", "cluster_head_nmi",
+                               "cluster_head_ari", "finetune", *COLLAPSE_COLUMNS, "alignment", "uniformity")
+                   if c in table]
     return table[first_cols + [c for c in table if c not in first_cols]]
 
 

@@ -1,4 +1,5 @@
-"""Projector and predictor heads of NNA refinement (reference/mim_refiner.md 1.1).
+"""Projector and predictor heads of NNA refinement (reference/mim_refiner.md 1.1), and Contrastive Clustering's
+cluster head (reference/contrastive_clustering.md).
 
 "Projector: Linear(d_in→2048, no bias) → BN → GELU → Linear(2048→2048, no bias) → BN → GELU →
 Linear(2048→256, no bias) → BN(256)"; "Predictor: Linear(256→4096) → BN → GELU → Linear(4096→256) → BN(256)".
@@ -30,15 +31,38 @@ class IDHead(nn.Module):
         dim: input width (the encoder's D).
         hidden: projector hidden width.
         out: embedding width.
-        pred_hidden: predictor hidden width.
+        pred_hidden: predictor hidden width; 0 = no predictor (p is z), for objectives that use none (cc).
     """
 
     def __init__(self, dim: int, hidden: int, out: int, pred_hidden: int):
         super().__init__()
         self.projector = mlp([dim, hidden, hidden, out])
-        self.predictor = mlp([out, pred_hidden, out])
+        self.predictor = mlp([out, pred_hidden, out]) if pred_hidden else nn.Identity()
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[N, D] pooled features -> (z [N, out] projections, p [N, out] predictions)."""
         z = self.projector(features)
         return z, self.predictor(z)
+
+
+class ClusterHead(nn.Module):
+    """Contrastive Clustering's cluster head: "Linear(d, d) -> ReLU -> Linear(d, M) -> softmax over the M clusters",
+    no BatchNorm (reference/contrastive_clustering.md, Model).
+
+    Args:
+        dim: input width (the encoder's D); also the hidden width, as in the paper.
+        clusters: M, the number of clusters.
+    """
+
+    def __init__(self, dim: int, clusters: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, clusters))
+
+    @property
+    def clusters(self) -> int:
+        return self.mlp[-1].out_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """[N, D] pooled features -> [N, M] cluster probabilities (softmax in fp32 under any autocast)."""
+        return torch.softmax(self.mlp(features).float(), dim=1)
+

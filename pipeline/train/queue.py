@@ -61,6 +61,12 @@ class NNQueue(nn.Module):
         return neighbours.clone(), labels, sims
 
     @torch.no_grad()
+    def same_class(self, labels: torch.Tensor) -> torch.Tensor:
+        """[B] query labels -> [B, K] True where an entry holds a sample of the query's class (the false negatives
+        that refine.false_negatives: oracle removes). Never-filled slots (label -1) match no query."""
+        return (self.label[None, :] == labels[:, None]) & (self.label[None, :] >= 0)
+
+    @torch.no_grad()
     def push(self, z: torch.Tensor, idx: torch.Tensor, label: torch.Tensor) -> None:
         """Enqueue a batch (detached), overwriting the oldest entries and wrapping around."""
         k, b = self.x.shape[0], z.shape[0]

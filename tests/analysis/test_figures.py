@@ -29,7 +29,8 @@ def _knn_rows(offset: float) -> list[dict[str, float]]:
 
 def _spectrum(scale: float) -> pd.DataFrame:
     values = scale * np.logspace(0, -3, 16)
-    return pd.DataFrame({"index": range(16), "singular_value": values, "log10_singular_value": np.log10(values)})
+    return pd.DataFrame({"index": range(16), **{f"log10_singular_value_{how}": np.log10(values)
+                                                for how in ("raw", "centred", "standardized")}})
 
 
 def _fewshot(acc: float) -> dict[str, dict]:
@@ -99,10 +100,16 @@ class TestFigures:
         assert all(colors == {styles[m].color} for m, colors in seen.items())
 
         freq = pd.DataFrame({"block": [0, 0, 1, 1], "relative_depth": [0.5, 0.5, 1.0, 1.0],
-                             "frequency": [0.0, 1.0, 0.0, 1.0], "dlog_amplitude": [0.0, -1.0, 0.0, -2.0]})
+                             "frequency": [0.0, 1.0, 0.0, 1.0], "frequency_label": ["0", "π", "0", "π"],
+                             "dlog_amplitude": [0.0, -1.0, 0.0, -2.0], "amplitude": [1.0, 0.3, 1.2, 0.2]})
         fig = figures.frequency_figure({"mae": [freq], "mff": [freq]}, tmp_path / "freq.png", styles, STAMP)
-        assert {ax.get_title(): to_hex(ax.title.get_color()) for ax in fig.axes if ax.get_title()} == {
+        assert {ax.get_title(): to_hex(ax.title.get_color()) for ax in fig.axes[:-1] if ax.get_title()} == {
             "mae": styles["mae"].color, "mff": styles["mff"].color}
+        # the last panel: the last block's linear amplitude, one line per variant in its colour, exact tick labels
+        amplitude = fig.axes[-1]
+        assert {line.get_label(): to_hex(line.get_color()) for line in amplitude.get_lines()} == {
+            "mae": styles["mae"].color, "mff": styles["mff"].color}
+        assert [t.get_text() for t in amplitude.get_xticklabels()] == ["0", "π"]
         # the deepest block is drawn in the model's own colour
         assert to_hex(fig.axes[0].get_lines()[-1].get_color()) == styles["mae"].color
 
@@ -191,3 +198,15 @@ class TestDvcPlots:
             outputs.update(dag.plot_files(stage.files, self.PARAMS))
         plotted = {f for c in self.charts().values() for f in c["y"] if f.endswith(".csv")}
         assert plotted and plotted <= outputs
+
+
+def test_negatives_top_share_figure__one_line_per_model_that_logs_it(styles, tmp_path):
+    """MoCHi's hardness curves: a refinement without the column (an older curve, or cc) is left out; none at all
+    gives a note instead of empty axes."""
+    curve = pd.DataFrame({"epoch": [1, 2, 3], "neg_top1_share": [0.1, 0.2, 0.3], "neg_top5_share": [0.3, 0.4, 0.5]})
+    fig = figures.negatives_top_share_figure({REFINED[0]: [curve], REFINED[1]: [curve.drop(columns="neg_top1_share")]},
+                                             tmp_path / "top.png", styles, STAMP)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == [REFINED[0]]
+    assert np.allclose(fig.axes[1].get_lines()[0].get_ydata(), [0.3, 0.4, 0.5])
+    empty = figures.negatives_top_share_figure({REFINED[0]: [curve[["epoch"]]]}, tmp_path / "none.png", styles, STAMP)
+    assert "no refinement logged" in empty.axes[0].texts[0].get_text()
