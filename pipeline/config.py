@@ -88,6 +88,13 @@ def _check_finite(value: Any, path: tuple = ()) -> None:
             _check_finite(v, (*path, i))
 
 
+def _batch_sizes(params: dict) -> list[tuple[str, int]]:
+    """The global batch sizes of the training stages, by their params key."""
+    return [("pretrain.batch_size", params["pretrain"]["batch_size"]),
+            ("refine.batch_size", params["refine"]["batch_size"]),
+            ("evaluate.finetune.batch_size", params["evaluate"]["finetune"]["batch_size"])]
+
+
 def _check_against_dataset(params: dict) -> None:
     """Rules that need the image side, channels, classes and the train split's size: known for the built-in
     datasets."""
@@ -112,9 +119,7 @@ def _check_against_dataset(params: dict) -> None:
                           f"has {train})")
     left = train - data["val_size"]
     kept = min(left, data["train_limit"]) if data["train_limit"] else left
-    for key, value in (("pretrain.batch_size", params["pretrain"]["batch_size"]),
-                       ("refine.batch_size", params["refine"]["batch_size"]),
-                       ("evaluate.finetune.batch_size", params["evaluate"]["finetune"]["batch_size"])):
+    for key, value in _batch_sizes(params):
         if value > kept:
             raise ConfigError(f"params: {key}={value} exceeds the {kept} training images ({data['dataset']} after "
                               f"data.val_size and data.train_limit)")
@@ -148,10 +153,9 @@ def _check_cross_keys(params: dict) -> None:
         raise ConfigError(f"params: refine.heads={heads} exceeds the {kept} blocks that refine.depth={depth!r} keeps "
                           f"(model.depth={model['depth']})")
     nproc = params["runtime"]["nproc"]
-    for section, cfg in (("pretrain", pretrain), ("refine", params["refine"]),
-                         ("evaluate.finetune", params["evaluate"]["finetune"])):
-        if cfg["batch_size"] % nproc:
-            raise ConfigError(f"params: {section}.batch_size={cfg['batch_size']} is not divisible by "
+    for key, value in _batch_sizes(params):
+        if value % nproc:
+            raise ConfigError(f"params: {key}={value} is not divisible by "
                               f"runtime.nproc={nproc} (each process takes an equal slice of the global batch)")
     reserved = set(pretrain["variants"]) | {"baselines", "random-init", "pixels"}
     for name, refined in params["refine"]["variants"].items():
@@ -161,12 +165,37 @@ def _check_cross_keys(params: dict) -> None:
         if refined["pretrained"] not in pretrain["variants"]:
             raise ConfigError(f"params: refine.variants.{name}.pretrained={refined['pretrained']!r} is not a key of "
                               f"pretrain.variants ({', '.join(sorted(pretrain['variants']))})")
+        if "moco_momentum" in refined and refined["objective"] not in ("moco", "mochi"):
+            raise ConfigError(f"params: refine.variants.{name}.moco_momentum is for objectives moco and mochi "
+                              f"(its objective is {refined['objective']!r})")
     last = model["depth"] - 1
     for name, variant in pretrain["variants"].items():
         blocks = variant["fuse_blocks"]
         if blocks and (sorted(blocks) != blocks or blocks[-1] != last or len(blocks) < 2):
             raise ConfigError(f"params: pretrain.variants.{name}.fuse_blocks={blocks} must be increasing, hold "
                               f"at least two blocks and end with the last block {last} (model.depth={model['depth']})")
+        _check_variant_start(name, variant, pretrain)
+
+
+TIMM_INIT_PREFIX = "timm:"  # pretrain.variants.<v>.init: a timm model name; anything else is a file path
+
+
+def init_file(variant: dict) -> str | None:
+    """The checkpoint file a pretrain variant starts from: a dependency of its pretrain job in both tools. None for
+    a variant trained from scratch or started from a timm name (then the name, a params value, is what both track)."""
+    init = variant.get("init")  # optional key: absent = from scratch (params.schema.yaml)
+    return init if init and not init.startswith(TIMM_INIT_PREFIX) else None
+
+
+def _check_variant_start(name: str, variant: dict, pretrain: dict) -> None:
+    """A variant's own `epochs` (else pretrain.epochs) against `init` and pretrain.warmup_epochs."""
+    epochs = variant.get("epochs")
+    if epochs == 0 and not variant.get("init"):
+        raise ConfigError(f"params: pretrain.variants.{name}.epochs=0 without init would keep a random encoder "
+                          f"(the baselines stage reports that one); set init to a checkpoint")
+    if epochs and epochs <= pretrain["warmup_epochs"]:
+        raise ConfigError(f"params: pretrain.variants.{name}.epochs={epochs} must exceed pretrain.warmup_epochs="
+                          f"{pretrain['warmup_epochs']} (or be 0 with init: the imported model, untrained)")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
@@ -201,9 +230,7 @@ def check_environment(params: dict, results: str | Path = "results") -> None:
         train, source = json.loads(card.read_text())["counts"]["train"], str(card)
     else:
         train, source = params["data"]["train_limit"], "data.train_limit"
-    for key, value in (("pretrain.batch_size", params["pretrain"]["batch_size"]),
-                       ("refine.batch_size", params["refine"]["batch_size"]),
-                       ("evaluate.finetune.batch_size", params["evaluate"]["finetune"]["batch_size"])):
+    for key, value in _batch_sizes(params):
         if train and value > train:
             raise ConfigError(f"params: {key}={value} exceeds the {train} training images ({source})")
     if params["runtime"]["device"] == "cuda":

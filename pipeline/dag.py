@@ -18,6 +18,10 @@ refinements and `${seeds}`: the grouping of refine.variants by `pretrained` is r
 is generated. Adding, removing or re-pointing a refinement therefore means regenerating dvc.yaml (the test of the
 committed file fails otherwise, and DVC stops on the new refinement's missing model.pt, which probe_refined, a
 live matrix over refine.variants, depends on); changing its objective or any other key does not.
+A pretrain variant started from a checkpoint file (`pretrain.variants.<v>.init`) depends on that file, which the
+variants dict cannot name per item either: such a variant gets its own entry, `pretrain-<v>`, whose dep is
+`${pretrain.variants.<v>.init}` (so a new path needs no new dvc.yaml), and `pretrain` becomes a matrix over the names
+of the others. Giving a variant an init file, or taking it away, therefore means regenerating dvc.yaml.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class Stage:
     metrics: tuple[str, ...] = ()
     per: str = ""  # "variant": one job per pretrain variant; "refined": one per refine variant; "": one job
     runs: str = ""  # the stage module when it is not the stage's name (one module, two stages)
+    init: bool = False  # a job also depends on its variant's checkpoint file, pretrain.variants.<v>.init
 
     @property
     def module(self) -> str:
@@ -68,7 +73,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           outs=("results/pretrain/{variant}/seed{seed}/model.pt",),
           files=("results/plots/pretrain_curve/{variant}/seed{seed}.csv",
                  "results/pretrain/{variant}/seed{seed}/metrics.json"),
-          per="variant"),
+          per="variant", init=True),
     Stage("probe", "--variant {variant} --seed {seed} --data results/data/{dataset} "
                    "--model results/pretrain/{variant}/seed{seed}/model.pt --out results/probe/{variant}/seed{seed} "
                    "--plots results/plots",
@@ -139,11 +144,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                 "results/probe/{refined}/seed{seed}/blocks.json", "results/evaluate/{refined}/seed{seed}/metrics.json",
                 "results/evaluate/{refined}/seed{seed}/details.json", "results/refine/{refined}/seed{seed}/metrics.json",
                 "results/plots/spectrum/{refined}/seed{seed}.csv",
+                "results/plots/refine_curve/{refined}/seed{seed}.csv",
                 "results/evaluate/baselines/metrics.json", "results/evaluate/baselines/details.json",
                 "results/plots/spectrum/random-init.csv", "results/plots/spectrum/pixels.csv"),
           files=("results/report/summary.csv", "results/report/summary.md", "results/report/knn_blocks.png",
                  "results/report/frequency.png", "results/report/fusion_weights.png",
-                 "results/report/fewshot.png", "results/report/spectrum.png", "results/report/all_metrics.json"),
+                 "results/report/fewshot.png", "results/report/spectrum.png",
+                 "results/report/negatives_top_share.png", "results/report/all_metrics.json"),
           metrics=("results/report/metrics.json",)),
 )}
 
@@ -180,8 +187,8 @@ PLOTS: dict[str, dict] = {
                        "y": ["knn", "nn_accuracy"],
                        "title": "refinement monitor: k-NN of the EMA encoder, NN-retrieval accuracy",
                        "x_label": "epoch (heads, then encoder)", "y_label": "accuracy"},
-    "spectrum": {"files": _SPECTRUM_FILES, "x": "index", "y": "log10_singular_value",
-                 "title": "singular values of the feature covariance (val, L2-normalized)",
+    "spectrum": {"files": _SPECTRUM_FILES, "x": "index", "y": "log10_singular_value_centred",
+                 "title": "singular values of the feature covariance (val, L2-normalized, centred: Jing et al.)",
                  "x_label": "index", "y_label": "log10 singular value"},
     "live_pretrain_loss": {"files": (_PRETRAIN_LIVE + "loss.tsv",), "x": "step", "y": "loss",
                            "title": "live: pretraining loss while a stage trains (DVCLive)",
@@ -195,7 +202,7 @@ PLOTS: dict[str, dict] = {
 }
 # the report's figures, drawn as image plots
 IMAGE_PLOTS = ("results/report/knn_blocks.png", "results/report/frequency.png", "results/report/fusion_weights.png",
-               "results/report/fewshot.png", "results/report/spectrum.png")
+               "results/report/fewshot.png", "results/report/spectrum.png", "results/report/negatives_top_share.png")
 
 # the params dict each kind of per-variant stage iterates over (with the training seeds)
 MATRIX = {"variant": "pretrain.variants", "refined": "refine.variants"}
@@ -276,12 +283,22 @@ def _dvc_body(stage: Stage, pretrained: str = "") -> dict:
     return body
 
 
+def init_files(params: dict) -> dict[str, str]:
+    """{pretrain variant: the checkpoint file it starts from} for the variants whose `init` is a file."""
+    from pipeline.config import init_file
+
+    return {name: f for name, spec in params["pretrain"]["variants"].items() if (f := init_file(spec))}
+
+
 def dvc_stages(stage: Stage, params: dict) -> dict[str, dict]:
     """The dvc.yaml entries of `stage`: itself, or a matrix over its variants dict and `${seeds}` when it runs per
-    (variant, seed); a stage naming `{pretrained}` gets one matrix per pretrain variant over its refinements."""
+    (variant, seed); a stage naming `{pretrained}` gets one matrix per pretrain variant over its refinements; an
+    `init` stage gets one entry per variant started from a file (see _init_stages)."""
     if not stage.per:
         return {stage.name: _dvc_body(stage)}
     seeds = "${" + SEEDS + "}"
+    if stage.init and init_files(params):
+        return _init_stages(stage, params, seeds)
     if not names_pretrained(stage):
         return {stage.name: {"matrix": {stage.per: "${" + MATRIX[stage.per] + "}", "seed": seeds},
                              **_dvc_body(stage)}}
@@ -290,6 +307,19 @@ def dvc_stages(stage: Stage, params: dict) -> dict[str, dict]:
         by_source.setdefault(spec["pretrained"], []).append(name)
     return {f"{stage.name}-{source}": {"matrix": {stage.per: refined, "seed": seeds}, **_dvc_body(stage, source)}
             for source, refined in by_source.items()}
+
+
+def _init_stages(stage: Stage, params: dict, seeds: str) -> dict[str, dict]:
+    """`<stage>-<variant>` for each variant started from a file, its dep `${pretrain.variants.<variant>.init}` (live:
+    `dvc exp run -S` of the path tracks the new file), and `<stage>` over the names of the others."""
+    started = init_files(params)
+    rest = [n for n in params["pretrain"]["variants"] if n not in started]
+    entries = {stage.name: {"matrix": {stage.per: rest, "seed": seeds}, **_dvc_body(stage)}} if rest else {}
+    for name in started:
+        body = _dvc_body(stage)
+        body["deps"].append("${pretrain.variants." + name + ".init}")
+        entries[f"{stage.name}-{name}"] = {"matrix": {stage.per: [name], "seed": seeds}, **body}
+    return entries
 
 
 def dvc_yaml(params: dict) -> dict:

@@ -37,6 +37,11 @@ def difference_se(a: float, n_a: int, b: float, n_b: int) -> float:
     return math.hypot(binomial_se(a, n_a), binomial_se(b, n_b))
 
 
+def first_argmax(scores: list[float]) -> int:
+    """The index of the best score; exact ties go to the first (the shallower block, the smaller grid value)."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
 def within_one_se(scores: list[float], n: int) -> tuple[int, float, list[int]]:
     """The best of `scores` (accuracies on the same n images), its standard error, and every index within it.
 
@@ -44,7 +49,7 @@ def within_one_se(scores: list[float], n: int) -> tuple[int, float, list[int]]:
         (index of the best score, the first on exact ties; its binomial SE; ascending indices i with
         scores[i] >= best - SE, the best included).
     """
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    best = first_argmax(scores)
     se = binomial_se(scores[best], n)
     return best, se, [i for i, s in enumerate(scores) if s >= scores[best] - se]
 

@@ -1,14 +1,18 @@
 """analyze[variant]: per-block Fourier analysis of the encoder's token features on validation images.
 
-Writes results/analyze/<variant>/frequency.csv (block, relative depth, frequency in units of π, Δ log amplitude)
-and frequency.json (the amplitude at π per block: the "high-frequency" statistic of MFF's Figure 2 style).
+Writes results/analyze/<variant>/frequency.csv (block, relative depth, frequency 2πk/n of the n x n token grid in
+units of π and as an exact label, Δ log amplitude, linear amplitude) and frequency.json: high_frequency (the Δ log
+amplitude at the highest frequency per block, MFF's Figure 2 statistic; that frequency is 2π·floor(n/2)/n, π only
+for even n) and the last block's linear amplitude spectrum, absolute (MFF's claim: higher at low, lower at high
+frequencies).
 """
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
-from pipeline.analysis.frequency import block_spectra
+from pipeline.analysis.frequency import block_spectra, diagonal_frequencies
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import DeviceImages
 from pipeline.data.prepared import load_prepared
@@ -40,16 +44,22 @@ def main(argv: list[str] | None = None) -> None:
     val = DeviceImages(data.x["val"][idx], data.y["val"][idx], data.card["mean"], data.card["std"], device)
 
     with rt.autocast(device, run_cfg["precision"]):
-        spectra = block_spectra(encoder.to(device), val, cfg["batch_size"])
-    depth = len(spectra)
-    lines = ["block,relative_depth,frequency,dlog_amplitude"]
-    for b, curve in enumerate(spectra):
-        steps = len(curve) - 1
-        lines += [f"{b},{(b + 1) / depth:.6g},{j / steps:.6g},{float(v):.6g}" for j, v in enumerate(curve)]
+        spectra, amplitudes = block_spectra(encoder.to(device), val, cfg["batch_size"])
+    depth, grid = len(spectra), int(encoder.num_patches ** 0.5)
+    freqs = diagonal_frequencies(grid)
+    lines = ["block,relative_depth,frequency,frequency_label,dlog_amplitude,amplitude"]
+    for b, (curve, amp) in enumerate(zip(spectra, amplitudes)):
+        lines += [f"{b},{(b + 1) / depth:.6g},{rad / math.pi:.6g},{label},{float(v):.6g},{float(a):.6g}"
+                  for (rad, label), v, a in zip(freqs, curve, amp)]
     write_text(args.out / "frequency.csv", "\n".join(lines) + "\n")
     high = [round(float(c[-1]), 6) for c in spectra]
-    write_json(args.out / "frequency.json", {"variant": args.variant, "images": len(val), "high_frequency": high})
-    log.info("Δ log amplitude at π per block: %s", high)
+    last = [round(float(a), 6) for a in amplitudes[-1]]
+    write_json(args.out / "frequency.json", {
+        "variant": args.variant, "images": len(val), "grid": grid, "high_frequency": high,
+        "frequency_labels": [label for _, label in freqs], "frequencies_rad": [round(r, 6) for r, _ in freqs],
+        "last_block_amplitude": last})
+    log.info("Δ log amplitude at %s per block: %s; last block's linear amplitude at %s: %s", freqs[-1][1], high,
+             [label for _, label in freqs], last)
 
 
 if __name__ == "__main__":

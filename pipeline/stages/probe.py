@@ -18,6 +18,7 @@ from pipeline.atomic import write_json, write_text
 from pipeline.data.prepared import load_prepared
 from pipeline.eval.knn import knn_protocol
 from pipeline.eval.probe import block_rows, probe_encoder, probe_splits, select_block
+from pipeline.eval.selection import first_argmax
 from pipeline.models.vit import POOLS
 from pipeline.records import records_csv
 from pipeline.stages.runner import load_stage_params, plot_csv, run, stage_parser
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         "bank_size": len(bank), "val_size": len(val)})
     metrics = {"depth": choice["depth"], "block": choice["block"], "n_tied": len(choice["tied_blocks"])}
     for pool in POOLS:  # no timings here: reruns must write identical bytes
-        best = max(range(encoder.depth), key=lambda b: (curves[pool][b], -b))
+        best = first_argmax(curves[pool])
         metrics.update({f"knn_{pool}_best": round(curves[pool][best], 6), f"knn_{pool}_best_block": best,
                         f"knn_{pool}_last": round(curves[pool][-1], 6)})
     write_json(args.out / "metrics.json", metrics)

@@ -1,6 +1,7 @@
 """refine[refined]: contrastive refinement of a probed encoder (MIM-Refiner) -> results/refine/<refined>/model.pt.
 
-The variant names its pretrained encoder and its objective (nna, or the nnclr/moco/mochi ablations). The encoder
+The variant names its pretrained encoder and its objective (nna, or the nnclr/moco/mochi/cc ablations; cc adds a
+cluster head of refine.cluster_k clusters per head block, saved with the heads in model.pt's "refiner"). The encoder
 keeps every block (refine.depth: full) and ID heads sit from the probe's chosen block to the last (refine.heads:
 probe), as MIM-Refiner places them. Phase 1 trains the heads on the frozen encoder (top-1 neighbours); phase 2
 trains everything with layer-wise lr decay (neighbours drawn from the top-k) and continues phase 1's random
@@ -15,7 +16,6 @@ import logging
 import sys
 
 import torch
-from dvclive import Live
 
 from pipeline import distributed
 from pipeline.atomic import write_json, write_text
@@ -27,6 +27,7 @@ from pipeline.data.train_source import train_source
 from pipeline.errors import ConfigError
 from pipeline.eval.features import pooled_features
 from pipeline.eval.knn import knn_accuracy
+from pipeline.live import live_logger
 from pipeline.objectives.moco import Mixing
 from pipeline.records import records_csv
 from pipeline.stages.runner import fingerprint, load_stage_params, plot_csv, run, stage_parser
@@ -34,7 +35,7 @@ from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer, load_encoder, save_checkpoint
 from pipeline.train.finetune import layer_of
 from pipeline.train.loop import fit
-from pipeline.train.optim import layer_decay_groups
+from pipeline.train.optim import adamw, layer_decay_groups
 from pipeline.train.queue import EMA, start_share
 from pipeline.train.refine_step import (
     MOMENTUM_OBJECTIVES,
@@ -58,7 +59,7 @@ PARAMS = (
     "refine.topk", "refine.proj_hidden", "refine.proj_out", "refine.pred_hidden", "refine.global_scale_min",
     "refine.photometric",
     "refine.local_crops", "refine.local_size", "refine.local_scale", "refine.ema", "refine.moco_momentum",
-    "refine.mochi",
+    "refine.mochi", "refine.cluster_k", "refine.cluster_temperature", "refine.false_negatives",
     "refine.checkpoint_every", "refine.monitor_bank", "refine.monitor_val",
     "data.stream", "data.root", "data.workers", "data.val_size",  # the stream reads root/train less the val hold-out
 )
@@ -96,7 +97,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     p = load_stage_params("refine", PARAMS, args.params, args.variant, ("refine",), args.seed)
     run_cfg, cfg, seed = p["runtime"], p["refine"], p["seed"]
-    objective = cfg["variants"][args.variant]["objective"]
+    variant = cfg["variants"][args.variant]
+    objective = variant["objective"]
+    # a variant may set its own MoCo momentum (the momentum-0 ablation); others share refine.moco_momentum
+    moco_momentum = variant.get("moco_momentum", cfg["moco_momentum"])
+    # MoCHi's class oracle: a variant's own setting, else refine.false_negatives; only queue negatives can be masked
+    oracle = variant.get("false_negatives", cfg["false_negatives"]) == "oracle"
+    if oracle and objective not in MOMENTUM_OBJECTIVES:
+        raise ConfigError(f"params: refine.false_negatives = oracle (variant {args.variant}) masks same-class queue "
+                          f"negatives of moco/mochi; objective {objective} takes its negatives from the batch (set "
+                          f"it on the moco/mochi variants: refine.variants.<name>.false_negatives)")
 
     device = rt.setup_runtime(run_cfg, seed)
     encoder, ckpt = load_encoder(args.model)
@@ -112,15 +122,16 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         raise ConfigError(f"params: refine.heads = {cfg['heads']!r}: {err}") from None
     encoder.truncate(depth)
+    data = load_prepared(args.data)  # the k-NN monitor reads the arrays on the stream path too
+    clusters = (cfg["cluster_k"] or data.num_classes) if objective == "cc" else 0  # null: the dataset's classes
     refiner = Refiner(encoder, blocks, cfg["proj_hidden"], cfg["proj_out"], cfg["pred_hidden"], cfg["queue_size"],
-                      cfg["head_topk"]).to(device)
+                      cfg["head_topk"], clusters).to(device)
     if distributed.world().size > 1:  # head BatchNorm statistics over the global batch, as one process sees it
         distributed.convert_sync_batchnorm(refiner.heads)
     ema = EMA(encoder, cfg["ema"], cfg["ema_warmup"])
-    keys = MomentumKeys(refiner, cfg["moco_momentum"]) if objective in MOMENTUM_OBJECTIVES else None
+    keys = MomentumKeys(refiner, moco_momentum) if objective in MOMENTUM_OBJECTIVES else None
     mixing = Mixing(**cfg["mochi"]) if objective == "mochi" else None
 
-    data = load_prepared(args.data)  # the k-NN monitor reads the arrays on the stream path too
     stats = (data.card["mean"], data.card["std"], device)
     bs = cfg["batch_size"]
     train = train_source(p["data"], args.data, seed, bs, device, lambda card: multiview_transform(
@@ -140,12 +151,13 @@ def main(argv: list[str] | None = None) -> None:
                           f"or turn on refine.ema_warmup")
     step_fn = refine_step_fn(refiner, train.arrays or loader_views, objective, cfg["temperature"],
                              cfg["global_scale_min"], cfg["local_crops"], tuple(cfg["local_scale"]), keys, mixing,
-                             cfg["local_size"] or None, cfg["photometric"])
+                             cfg["local_size"] or None, cfg["photometric"],
+                             cfg["cluster_temperature"] if objective == "cc" else None, oracle)
     # batches do not depend on the worker count, so a killed run may resume with another
     same_run = {**p, "data": {k: v for k, v in p["data"].items() if k != "workers"}}
     tag = fingerprint(same_run, args.variant, train.tag, ckpt["arch"], depth)
-    live = Live(dir=str(args.out / "live"), resume=any(args.out.glob("resume-*.pt")), dvcyaml=False,
-                save_dvc_exp=False, report=None) if distributed.world().main else None
+    live = live_logger(str(args.out / "live"), resume=any(args.out.glob("resume-*.pt"))) \
+        if distributed.world().main else None
 
     phase = {"name": ""}  # the log names the phase each epoch belongs to (epochs count on across phases)
 
@@ -180,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         for g in groups:  # heads (scale 1, the only decayed weights there) use the heads' weight decay
             if g["lr_scale"] == 1.0 and g["weight_decay"] > 0:
                 g["weight_decay"] = cfg["head_weight_decay"]
-        opt = torch.optim.AdamW(groups, lr=0.0, betas=(cfg["beta1"], cfg["beta2"]), fused=device.type == "cuda")
+        opt = adamw(groups, (cfg["beta1"], cfg["beta2"]), device)
         lr, warm = blr * bs / 256, min(cfg["warmup_epochs"], epochs - 1) * steps
         result = fit(refiner, step_fn, train.batches, opt,
                      lambda s: warmup_cosine(s, epochs * steps, warm, lr, 1.0e-6), epochs, seed,
@@ -207,7 +219,9 @@ def main(argv: list[str] | None = None) -> None:
         "depth": depth, "heads": len(refiner.blocks), "first_head_block": refiner.blocks[0],
         # the pretrained encoder's weight in the written (EMA) model: m ** steps, or the product of warmup momenta
         "ema_pretrained_share": float(f"{start_share(cfg['ema'], int(ema.updates), cfg['ema_warmup']):.6g}"),
-        **{k: round(last[k], 6) for k in ("loss", "pos_mass", "nn_accuracy", "nn_similarity", "knn")}})
+        **{k: round(last[k], 6) for k in ("loss", "pos_mass", "nn_accuracy", "nn_similarity", "knn", "cluster_entropy",
+                                          "neg_top1_share", "neg_top5_share")
+           if k in last}})
     for name in ("heads", "full"):
         (args.out / f"resume-{name}.pt").unlink(missing_ok=True)
 

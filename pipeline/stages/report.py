@@ -14,11 +14,12 @@ from pipeline.analysis.figures import (
     fusion_weights_figure,
     knn_blocks_figure,
     model_styles,
+    negatives_top_share_figure,
     spectrum_figure,
 )
 from pipeline.analysis.deltas import deltas_markdown, refinement_deltas
 from pipeline.analysis.seeds import SPREAD_NOTE, aggregate_table, markdown_with_spread
-from pipeline.analysis.summary import markdown_table, summary_table
+from pipeline.analysis.summary import ANALYSIS_COLUMNS, markdown_table, summary_table
 from pipeline.atomic import write_json, write_text
 from pipeline.errors import DataError
 from pipeline.stages.runner import code_version, fingerprint, load_stage_params, plot_csv, run, stage_parser
@@ -32,10 +33,12 @@ Accuracies in %. knn_cls and knn_mean_patch (the headline k-NN protocol, params 
 finetune are on the test split, with hyperparameters chosen on the validation split (⚠: a grid capped the pick;
 edge_picks names the key to widen). val_knn_* is the probe's per-block k-NN (CLS, headline protocol) on the
 validation split, blocks 0-based; refine_nn_accuracy is the NN-retrieval accuracy at the end of refinement.
-Collapse analysis on a val subset of the evaluated feature (L2-normalized): rankme the effective rank
-(1 = collapsed), uniformity log E exp(-2 d²) (0 = collapsed, lower = more spread). summary.csv has every column
-(both protocols, NMI, hard rank, alignment, the Fourier statistic, the refinement's deltas and the online and
-cut-only-control metrics).
+cluster_head_* (cc refinements only): the cluster head's own argmax assignments on test, scored like kmeans_*.
+Collapse analysis on a val subset of the evaluated feature: rankme_raw is RankMe as its paper defines it (the
+effective rank of the raw features' singular values; 1 = collapsed), uniformity log E exp(-2 d²) on L2-normalized
+features (0 = collapsed, lower = more spread); the analyses section below has RankMe of the centred and
+standardized features too. summary.csv has every column (both protocols, NMI, hard ranks, alignment, the Fourier
+statistics, the refinement's deltas and the online and cut-only-control metrics).
 
 """
 
@@ -51,10 +54,31 @@ EMA that model.pt holds; k-NN EMA / online: test k-NN of the evaluated EMA encod
 
 """
 
+ANALYSES_HEADER = """
+## Collapse, frequency and hardness analyses
+
+Collapse (val subset; analysis/geometry.py): rankme_<p> is RankMe of the features after preprocessing p: raw (as
+they are: RankMe's definition, Garrido et al. 2023), centred (minus the mean feature) or standardized (centred,
+each channel divided by its std, so a few high-variance channels cannot dominate). top_eigen_share_<p> is the
+largest eigenvalue's share of the covariance spectrum of the L2-normalized features after p (centred: Jing et al.
+2022's spectrum); 1/width is flat, 1 is one direction. Columns without a prefix are the backbone feature the
+protocols read; embedding_* is a refined model's embedding (the projector output of its last head block, where its
+loss acts; spectrum.png's lower row). Frequency (pretrained encoders; analyze): the last block's linear Fourier
+amplitude along the diagonal of the token grid, absolute, at frequency 0 (amplitude_f0_last) and at the highest
+frequency 2π·floor(n/2)/n of the n x n grid (amplitude_fmax_last; 6π/7 on 7 x 7), and the Δ log amplitude there
+relative to frequency 0 (dlogamp_fmax_last); frequency.png's last panel draws the whole spectrum. Hardness
+(MoCHi, Kalantidis et al. 2020): refine_neg_top1_share / top5 the share of the negatives' softmax mass held by the
+hardest 1% / 5% of them in the last epoch (the queue for moco/mochi, the batch for nna/nnclr);
+negatives_top_share.png draws it per epoch.
+
+"""
+
 # columns left out of summary.md's main table (the refinement table or summary.csv has them)
-MD_HIDDEN = ("d_", "online_", "control_", "knn_mim_refiner_", "knn_dino_mean_patch")
-MD_HIDDEN_COLS = {"kmeans_nmi", "hard_rank", "alignment", "dlogamp_pi_last", "objective", "pretrained", "depth",
-                  "first_head_block", "ema_pretrained_share", "refine_pos_mass", "test_size", "val_size"}
+MD_HIDDEN = ("d_", "online_", "control_", "knn_mim_refiner_", "knn_dino_mean_patch", "rankme_centred",
+             "rankme_standardized", "hard_rank_", "top_eigen_share_", "embedding_", "amplitude_", "refine_neg_top")
+MD_HIDDEN_COLS = {"kmeans_nmi", "cluster_head_nmi", "cluster_head_used", "refine_cluster_entropy", "hard_rank",
+                  "alignment", "dlogamp_fmax_last", "objective", "pretrained", "depth", "first_head_block",
+                  "ema_pretrained_share", "refine_pos_mass", "test_size", "val_size"}
 
 # the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
 PARAMS = ("pretrain.variants", "refine.variants", "seeds")
@@ -91,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         "analyze": "results/analyze",
         "evaluate": "results/evaluate",
         "refine": "results/refine",
-        "plots": "results/plots (reads spectrum/)",
+        "plots": "results/plots (reads spectrum/ and refine_curve/)",
         "out": "results/report",
     })
     args = parser.parse_args(argv)
@@ -105,12 +129,15 @@ def main(argv: list[str] | None = None) -> None:
             d = Path(v, f"seed{seed}")
             pretrain = read_json(args.pretrain / d / "metrics.json")
             probe = read_json(args.probe / d / "blocks.json")
-            high_freq = read_json(args.analyze / d / "frequency.json")["high_frequency"]
+            frequency = read_json(args.analyze / d / "frequency.json")
             models[v] = {"eval": read_json(args.evaluate / d / "metrics.json"), "blocks": probe["rows"],
                          "val_size": probe["val_size"],
                          "details": read_json(args.evaluate / d / "details.json"),
                          "extra": {"depth": probe["depth"], "pretrain_loss": pretrain["loss"],
-                                   "dlogamp_pi_last": high_freq[-1]}, "fusion": pretrain["fusion_weights"],
+                                   "dlogamp_fmax_last": frequency["high_frequency"][-1],
+                                   "amplitude_f0_last": frequency["last_block_amplitude"][0],
+                                   "amplitude_fmax_last": frequency["last_block_amplitude"][-1]},
+                         "fusion": pretrain["fusion_weights"],
                          "frequency": pd.read_csv(require(args.analyze / d / "frequency.csv"))}
         for name, spec in refined.items():
             d = Path(name, f"seed{seed}")
@@ -122,7 +149,10 @@ def main(argv: list[str] | None = None) -> None:
                 "extra": {"objective": spec["objective"], "pretrained": spec["pretrained"], "depth": refine["depth"],
                           "first_head_block": refine["first_head_block"],
                           "ema_pretrained_share": refine["ema_pretrained_share"],
-                          "refine_nn_accuracy": refine["nn_accuracy"], "refine_pos_mass": refine["pos_mass"]}}
+                          "refine_nn_accuracy": refine["nn_accuracy"], "refine_pos_mass": refine["pos_mass"],
+                          **{f"refine_{k}": refine[k] for k in ("cluster_entropy", "neg_top1_share", "neg_top5_share")
+                             if k in refine}},
+                "refine_curve": pd.read_csv(require(plot_csv(args.plots, "refine_curve", name, seed)))}
             models[name]["extra"].update(refinement_deltas(models[name], models[spec["pretrained"]],
                                                            probe["val_size"]))
         for name, m in models.items():
@@ -137,8 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     # summary.md shows the headline columns; summary.csv and metrics.json keep every one
     main_cols = [c for c in table if not c.startswith(MD_HIDDEN) and c.removesuffix("_std") not in MD_HIDDEN_COLS
                  and "_split" not in c]
+    analysis_cols = ["model", *(c for c in table if c.removesuffix("_std") in ANALYSIS_COLUMNS)]
     write_text(args.out / "summary.md", SUMMARY_HEADER + SPREAD_NOTE + markdown_with_spread(table[main_cols],
-               markdown_table) + REFINEMENT_HEADER + deltas_markdown(table.to_dict("records")))
+               markdown_table) + REFINEMENT_HEADER + deltas_markdown(table.to_dict("records")) + ANALYSES_HEADER
+               + markdown_with_spread(table[analysis_cols], markdown_table))
     # figures: one entry per seed for every model (each draws the mean and the spread over seeds), baselines once;
     # one style per model from params, so a model looks the same in every figure
     names = list(runs[p["seeds"][0]])
@@ -161,9 +193,13 @@ def main(argv: list[str] | None = None) -> None:
                     **{name: [d["fewshot"]] for name, d in details.items()}}, args.out / "fewshot.png", **look)
     spectrum_figure({**{name: [m["spectrum"] for m in ms] for name, ms in over_seeds.items()},
                      **{name: [pd.read_csv(require(args.plots / "spectrum" / f"{name}.csv"))] for name in BASELINES}},
-                    args.out / "spectrum.png", **look)
+                    args.out / "spectrum.png", **look,
+                    embeddings={r: [pd.DataFrame(m["details"]["embedding_spectrum"]) for m in over_seeds[r]]
+                                for r in refined if "embedding_spectrum" in over_seeds[r][0]["details"]})
     fusion_weights_figure({v: [m["fusion"] for m in over_seeds[v]] for v in variants if over_seeds[v][0]["fusion"]},
                           args.out / "fusion_weights.png", **look)
+    negatives_top_share_figure({r: [m["refine_curve"] for m in over_seeds[r]] for r in refined},
+                               args.out / "negatives_top_share.png", **look)
     all_metrics = numbers_only(table)
     write_json(args.out / "all_metrics.json", all_metrics)
     write_json(args.out / "metrics.json", {model: {k: v for k, v in row.items() if k in HEADLINE}

@@ -56,7 +56,9 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     assert {"linear", "fewshot_1", "fewshot_2", "kmeans_acc", "n", "knn_cls_std"} <= set(header)
     assert [line.split(",")[0] for line in summary.splitlines()[1:]] == [
         "mae", "mff", *REFINED, "random-init", "pixels"]
-    assert {"rankme", "hard_rank", "alignment", "uniformity", "objective"} <= set(summary.splitlines()[0].split(","))
+    assert {"rankme_raw", "rankme_centred", "rankme_standardized", "hard_rank_centred", "alignment", "uniformity",
+            "objective", "embedding_rankme_raw", "amplitude_f0_last", "amplitude_fmax_last",
+            "refine_neg_top1_share"} <= set(summary.splitlines()[0].split(","))
     headline = json.loads((root / "results/report/metrics.json").read_text())
     assert set(headline) == {"mae", "mff", *REFINED, "random-init", "pixels"}
     assert all(isinstance(v, (int, float)) for m in headline.values() for v in m.values())
@@ -65,6 +67,7 @@ def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     assert {"test_size", "val_size", "fewshot_1_split_se", "kmeans_nmi", "n"} <= set(full["mae_nna"])
     assert (root / "results/report/knn_blocks.png").stat().st_size > 10_000
     assert (root / "results/report/spectrum.png").stat().st_size > 10_000
+    assert (root / "results/report/negatives_top_share.png").stat().st_size > 10_000
     tool(["snakemake", "--report", "report.html"], root)
     html = (root / "report.html").read_text(errors="replace")
     assert all(name in html for name in ("knn_blocks.png", "fewshot.png", "summary.csv"))

@@ -13,7 +13,7 @@ from tests.dag.test_e2e import snakemake_planned
 from tests.dag.test_parity import dvc_stages, tool
 
 
-@pytest.mark.parametrize("profile, refinements", [("ablations", 5), ("cpu-long", 2), ("gpu", 5)])
+@pytest.mark.parametrize("profile, refinements", [("ablations", 7), ("cpu-long", 2), ("gpu", 5)])
 def test_profile__switch_then_both_tools_plan_every_stage(tmp_path, profile, refinements):
     """`make profile P=<name>` (switch + regenerate dvc.yaml) plans the same jobs in Snakemake and DVC."""
     root = copy_project(tmp_path)
@@ -29,3 +29,34 @@ def test_profile__switch_then_both_tools_plan_every_stage(tmp_path, profile, ref
     tool(["git", "init", "-q"], root)
     tool(["dvc", "init", "-q"], root)
     assert len(dvc_stages(root)) == sum(planned.values())
+
+
+def test_profile__imagenet_refine_plans_the_official_mae_with_its_file_as_a_dependency(tmp_path):
+    """imagenet, then imagenet-refine: one imported MAE (a fabricated file of the official layout at its `init`),
+    probed, refined once, evaluated; both tools plan the same jobs and both make the file a dep of pretrain[mae]."""
+    import torch
+
+    from tests.dag.test_parity import snakemake_jobs
+    from tests.models.test_checkpoint_import import official_mae_layout, tiny_mae
+
+    root = copy_project(tmp_path)
+    shutil.copytree(REPO / "profiles", root / "profiles")
+    for profile in ("imagenet", "imagenet-refine"):
+        tool([sys.executable, "-m", "pipeline.config", "switch", f"profiles/{profile}/params.yaml"], root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    init = params["pretrain"]["variants"]["mae"]["init"]
+    assert list(params["pretrain"]["variants"]) == ["mae"] and params["pretrain"]["variants"]["mae"]["epochs"] == 0
+    (root / init).parent.mkdir(parents=True)
+    torch.save(official_mae_layout(tiny_mae(seed=0)), root / init)  # the layout; snakemake -n reads no weights
+    (root / "dvc.yaml").write_text(tool([sys.executable, "-m", "pipeline.dag"], root).stdout)
+    planned = snakemake_planned(root)
+    for name, stage in dag.STAGES.items():
+        assert planned[name] == 1, name  # one variant, one refinement, one seed
+    tool(["git", "init", "-q"], root)
+    tool(["dvc", "init", "-q"], root)
+    dvc, smk = dvc_stages(root), snakemake_jobs(root)
+    assert set(dvc) == set(smk)
+    (cmd,) = [c for c, s in dvc.items() if s["name"].startswith("pretrain")]
+    assert dvc[cmd]["name"] == "pretrain-mae@mae-0"
+    assert init in dvc[cmd]["deps"] and init in smk[cmd]["deps"]
+    assert dvc[cmd]["deps"] == smk[cmd]["deps"]

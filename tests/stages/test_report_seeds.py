@@ -29,7 +29,8 @@ def _evaluation(root: Path, name: str, seed: int | None, knn: float) -> None:
                                   "fewshot_2": knn - 0.15, "kmeans_acc": 0.3})
     _write(out / "details.json", {"fewshot": fewshot, "linear": {"selection": NO_EDGE}, "test_size": 1000})
     csv = root / "results/plots/spectrum" / (f"{name}/seed{seed}.csv" if seed is not None else f"{name}.csv")
-    _write(csv, "index,singular_value,log10_singular_value\n0,1.0,0.0\n1,0.1,-1.0\n")
+    _write(csv, "index,log10_singular_value_raw,log10_singular_value_centred,log10_singular_value_standardized\n"
+                "0,0.0,0.0,0.0\n1,-1.0,-1.0,-0.5\n")
 
 
 def _blocks(knn: float) -> list[dict]:
@@ -45,15 +46,19 @@ def fake_results(root: Path, seeds: tuple[int, ...]) -> None:
             _write(root / f"results/pretrain/{v}/seed{seed}/metrics.json", {"loss": 0.7, "fusion_weights": {}})
             _write(root / f"results/probe/{v}/seed{seed}/blocks.json", {"rows": _blocks(knn), "depth": 3,
                                                                          "val_size": 300})
-            _write(root / f"results/analyze/{v}/seed{seed}/frequency.json", {"high_frequency": [-3.0, -4.0, -5.0]})
+            _write(root / f"results/analyze/{v}/seed{seed}/frequency.json", {"high_frequency": [-3.0, -4.0, -5.0],
+                                                                              "last_block_amplitude": [1.0, 0.2]})
             _write(root / f"results/analyze/{v}/seed{seed}/frequency.csv",
-                   "block,relative_depth,frequency,dlog_amplitude\n0,0.33,0,0\n0,0.33,1,-3\n")
+                   "block,relative_depth,frequency,frequency_label,dlog_amplitude,amplitude\n"
+                   "0,0.33,0,0,0,1.0\n0,0.33,1,π,-3,0.2\n")
             _evaluation(root, v, seed, knn)
         for name in p["refine"]["variants"]:
             knn = KNN[seed] + 0.1
             _write(root / f"results/refine/{name}/seed{seed}/metrics.json", {
                 "depth": 3, "first_head_block": 2, "ema_pretrained_share": 0.01, "nn_accuracy": 0.5,
                 "pos_mass": 0.1})
+            _write(root / f"results/plots/refine_curve/{name}/seed{seed}.csv",
+                   "phase,loss,neg_top1_share,neg_top5_share,epoch\n0,4.0,0.1,0.3,1\n1,3.5,0.12,0.35,2\n")
             _write(root / f"results/probe/{name}/seed{seed}/blocks.json", {"rows": _blocks(knn), "depth": 3,
                                                                             "val_size": 300})
             _evaluation(root, name, seed, knn)
@@ -66,7 +71,8 @@ def fake_results(root: Path, seeds: tuple[int, ...]) -> None:
         "pixels": {"fewshot": fewshot, "linear": {"selection": NO_EDGE}}})
     for name in ("random-init", "pixels"):
         _write(root / f"results/plots/spectrum/{name}.csv",
-               "index,singular_value,log10_singular_value\n0,1.0,0.0\n1,0.5,-0.3\n")
+               "index,log10_singular_value_raw,log10_singular_value_centred,log10_singular_value_standardized\n"
+               "0,0.0,0.0,0.0\n1,-0.3,-0.3,-0.1\n")
 
 
 REPORT_ARGS = ["--probe", "results/probe", "--pretrain", "results/pretrain", "--analyze", "results/analyze",

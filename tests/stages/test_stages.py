@@ -168,16 +168,18 @@ def test_evaluate__all_protocols_with_a_short_finetune(work, params):
                            "results/pretrain/mae/model.pt", "--out", "results/evaluate/mae", "--plots",
                            "results/plots"], work)
     metrics = json.loads((work / "results/evaluate/mae/metrics.json").read_text())
-    geometry = {"rankme", "hard_rank", "alignment", "uniformity"}
+    geometry = {f"{m}_{how}" for m in ("rankme", "hard_rank", "top_eigen_share")
+                for how in ("raw", "centred", "standardized")} | {"alignment", "uniformity"}
     knn = {f"knn_{p}_{pool}" for p in ("mim_refiner", "dino") for pool in ("cls", "mean_patch")}
     assert set(metrics) == {"knn_cls", "knn_mean_patch", "linear", "fewshot_1", "fewshot_2", "kmeans_acc",
                             "kmeans_nmi", "kmeans_ari", "finetune"} | geometry | knn
     assert metrics["knn_cls"] == metrics[f"knn_{params['evaluate']['knn_headline']}_cls"]
-    assert all(0 <= v <= 1 for k, v in metrics.items() if k not in geometry)
-    assert 1 <= metrics["rankme"] <= 32 and 1 <= metrics["hard_rank"] <= 32  # width 32
+    assert all(0 <= v <= 1 for k, v in metrics.items() if k not in geometry or k.startswith("top_eigen_share"))
+    assert all(1 <= metrics[k] <= 32 for k in geometry if k.startswith(("rankme", "hard_rank")))  # width 32
     assert 0 <= metrics["alignment"] <= 4 and -4 <= metrics["uniformity"] <= 0
     spectrum = (work / "results/plots/spectrum/mae.csv").read_text().splitlines()
-    assert spectrum[0] == "index,singular_value,log10_singular_value" and len(spectrum) == 1 + 32
+    assert spectrum[0] == ("index,log10_singular_value_raw,log10_singular_value_centred,"
+                           "log10_singular_value_standardized") and len(spectrum) == 1 + 32
     details = json.loads((work / "results/evaluate/mae/details.json").read_text())
     assert set(details["linear"]["val"]) == {str(lr) for lr in params["evaluate"]["linear"]["lrs"]}
     assert len(details["fewshot"]["2"]["runs"]) == 2

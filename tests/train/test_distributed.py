@@ -28,8 +28,9 @@ def _data() -> DeviceImages:
 
 
 def train_two_steps(kind: str) -> dict:
-    """Two SGD steps of `kind` (mae | nna | nnclr | moco | mochi) on the global batch, split over the ranks of the
-    current process group (if any); returns the epoch loss and the last step's gradients."""
+    """Two SGD steps of `kind` (mae | nna | nnclr | moco | mochi | cc) on the global batch, split over the ranks of
+    the current process group (if any); returns the epoch loss and the last step's gradients. cc's cluster contrast
+    and marginal entropy need the global batch: a rank that used only its own half would differ here."""
     data = _data()
     torch.manual_seed(0)
     encoder = ViTEncoder(8, 2, 1, 16, 2, 2)
@@ -38,12 +39,13 @@ def train_two_steps(kind: str) -> dict:
         model = MaskedAutoencoder(encoder, 16, 1, 2, 4.0, [0, 1], "softmax")
         step = mae_step_fn(model, model, data, 0.75, True, 0.2, True)
     else:
-        model = Refiner(encoder, [0, 1], 16, 8, 16, queue_size=24, topk=1)
+        model = Refiner(encoder, [0, 1], 16, 8, 16, queue_size=24, topk=1, clusters=3 if kind == "cc" else 0)
         if distributed.world().size > 1:
             distributed.convert_sync_batchnorm(model.heads)
         keys = MomentumKeys(model, 0.9) if kind in ("moco", "mochi") else None
         step = refine_step_fn(model, data, kind, 0.2, 0.25, 1, (0.1, 0.3), keys,
-                              Mixing(6, 4, 2) if kind == "mochi" else None)
+                              Mixing(6, 4, 2) if kind == "mochi" else None,
+                              cluster_temperature=1.0 if kind == "cc" else None)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     result = fit(model, step, lambda e: epoch_order(IMAGES, GLOBAL_BATCH, 0, e, torch.device("cpu")), opt,
                  lambda s: 0.1, 1, seed=0, after_step=(lambda: keys.update(model)) if keys else None)
@@ -69,7 +71,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("kind", ["mae", "nna", "nnclr", "moco", "mochi"])
+@pytest.mark.parametrize("kind", ["mae", "nna", "nnclr", "moco", "mochi", "cc"])
 def test_two_processes__match_one_process_with_the_whole_batch(tmp_path, kind):
     torch.set_num_threads(1)
     reference = train_two_steps(kind)

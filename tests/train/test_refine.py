@@ -104,12 +104,13 @@ def test_head_features__raw_blocks_and_the_final_norm_only_on_the_encoders_last_
     with torch.no_grad():
         encoder.norm.weight.mul_(3.0)  # a norm that is visibly not the identity
     x = torch.randn(4, 1, 8, 8)
-    raw = encoder.forward_intermediates(x, [1, 2], norm=False)
+    raw = [cls[:, 0] for _, cls in encoder.forward_intermediates(x, [1, 2], return_prefix_tokens=True,
+                                                                    intermediates_only=True)]
     feats = head_features(encoder, x, [1, 2])
-    torch.testing.assert_close(feats[0], raw[0][:, 0])
-    torch.testing.assert_close(feats[1], encoder.norm(raw[1])[:, 0])
+    torch.testing.assert_close(feats[0], raw[0])
+    torch.testing.assert_close(feats[1], encoder.norm(raw[1]))
     encoder.truncate(2)  # block 1 is now the last: its head reads it raw, not through block 2's norm
-    torch.testing.assert_close(head_features(encoder, x, [1])[0], raw[0][:, 0])
+    torch.testing.assert_close(head_features(encoder, x, [1])[0], raw[0])
     assert encoder.arch["final_norm"] is False and "norm.weight" not in encoder.state_dict()
 
 
@@ -201,7 +202,9 @@ def test_refine_step__every_objective_trains_and_fills_the_queue(objective):
     loss, metrics = step(idx)
     loss.backward()
     opt.step()
-    assert torch.isfinite(loss) and {"pos_mass", "nn_accuracy", "nn_similarity"} == set(metrics)
+    assert torch.isfinite(loss) and {"pos_mass", "nn_accuracy", "nn_similarity", "neg_top1_share",
+                                     "neg_top5_share"} == set(metrics)
+    assert 0 < metrics["neg_top1_share"] <= metrics["neg_top5_share"] <= 1
     assert refiner.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
     queue = refiner.queues[0]
     assert set(queue.idx[:16].tolist()) == set(range(16))
@@ -235,3 +238,21 @@ def test_refinement_phases__own_topk_and_phase_two_continues_the_stream():
     """Phase 1 draws top-head_topk neighbours from epoch 0; phase 2 top-topk from epoch head_epochs on."""
     cfg = {"head_epochs": 2, "epochs": 3, "head_blr": 1.0, "blr": 2.0, "head_topk": 1, "topk": 20}
     assert refinement_phases(cfg) == [("heads", 2, 1.0, 1, False, 0), ("full", 3, 2.0, 20, True, 2)]
+
+
+def test_refine_step__oracle_removes_every_same_class_queue_entry():
+    """moco with refine.false_negatives: oracle on a one-class batch: once the first step has filled the queue (32
+    slots, both views of 16 images), every entry is of the query's class, so only the positive is left in each
+    softmax: the loss is 0 and the positive holds all the mass."""
+    data, _, refiner, _ = _setup()
+    idx = (data.labels == 0).nonzero().squeeze(1)[:16]
+    assert len(idx) == 16
+    step = refine_step_fn(refiner, data, "moco", 0.2, 0.25, 0, (0.05, 0.25), MomentumKeys(refiner, 0.9),
+                          oracle=True)
+    first, _ = step(idx)
+    assert first > 0, "the queue's never-filled slots are negatives of every class"
+    loss, metrics = step(idx)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6) and metrics["pos_mass"].item() == pytest.approx(1.0)
+    assert metrics["neg_top1_share"] == 0  # no negatives left
+    with pytest.raises(ValueError, match="false-negative oracle"):
+        refine_step_fn(refiner, data, "nna", 0.2, 0.25, 0, (0.05, 0.25), oracle=True)
