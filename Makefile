@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum envs/requirements.txt | cut -c1-12)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup run repro checkout remote push pull test gpu profile lint compare exps gpu-check
+.PHONY: dvc.yaml setup run repro checkout remote push pull test gpu profile lint compare exps gpu-check
 
 $(STAMP): envs/requirements.txt
 	python3 -m venv $(VENV)
@@ -67,12 +67,16 @@ gpu: $(STAMP)
 gpu-check:
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) benchmarks/gpu_check.py $(ARGS)
 
-# any params profile: merge profiles/$(P)/params.yaml into params.yaml and regenerate dvc.yaml (refinements are
-# grouped by their pretrained source there, so a profile that adds refinements needs the new file)
+# any params profile: merge profiles/$(P)/params.yaml into params.yaml and rewrite dvc.yaml for its variants and seeds
 profile: $(STAMP)
 	@[ -n "$(P)" ] || { echo "usage: make profile P=<ablations|cpu-long|gpu|imagenet|seeds3>" >&2; exit 2; }
 	$(BIN)/python -m pipeline.config switch profiles/$(P)/params.yaml
-	$(BIN)/python -m pipeline.dag > dvc.yaml.tmp && mv dvc.yaml.tmp dvc.yaml
+	$(BIN)/python -m pipeline.dvc_yaml
+
+# dvc.yaml, written from the Snakemake rules (rules/*.smk, the source of truth) and params.yaml; run/repro/profile
+# call it, so this target is for a change of rules or of seeds/variants/refinements outside them
+dvc.yaml: $(STAMP)
+	$(BIN)/python -m pipeline.dvc_yaml
 
 lint: $(STAMP)
 	. $(BIN)/activate && snakemake --lint && python -m pipeline.config check

@@ -1,6 +1,6 @@
 """The GPU check's chain section: prepare -> pretrain -> probe -> refine -> evaluate of the GPU profile, shortened.
 
-The stages run through their `main(argv)` with the argv that pipeline/dag.py gives both DAG tools, in this process
+The stages run through their `main(argv)` with the argv that dvc.yaml (written from rules/) gives them, in this process
 (a stage's seconds leave out the interpreter and import start, 5-15 s under the tools), in a temporary workspace
 whose params.yaml is the project's, switched to profiles/gpu/params.yaml by `pipeline.config.switch` (as `make gpu`
 does) and then shortened (fewer epochs, one variant). Without a real
@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-CHAIN = ("prepare", "pretrain", "probe", "refine", "evaluate_refined")  # pipeline/dag.py stage names, in DAG order
+CHAIN = ("prepare", "pretrain", "probe", "refine", "evaluate_refined")  # the DAG's rule names, in DAG order
 FILL = {"dataset": "fashion_mnist", "variant": "mae", "pretrained": "mae", "refined": "mae_nna", "seed": 0}
 METRICS = {"pretrain": "results/pretrain/mae/seed0/metrics.json", "probe": "results/probe/mae/seed0/metrics.json",
            "refine": "results/refine/mae_nna/seed0/metrics.json",
@@ -101,11 +101,10 @@ def make_workspace(work: Path, smoke: bool, device: str, data_root: str | None) 
 
 
 def stage_argv(name: str) -> tuple[str, list[str]]:
-    """The module and argv of DAG stage `name` for the chain's one branch (pipeline/dag.py STAGES)."""
-    from pipeline.dag import STAGES
+    """The module and argv of DAG stage `name` for the chain's one branch, as dvc.yaml (written from rules/) runs it."""
+    from pipeline.dvc_yaml import stage_argv as dvc_stage_argv
 
-    stage = STAGES[name]
-    return stage.module, stage.args.format(**FILL).split()
+    return dvc_stage_argv(name, FILL)
 
 
 def run_chain(work: Path, on_stage_end: Callable[[], None]) -> dict:

@@ -52,7 +52,7 @@ from pipeline.train.refine_step import Refiner, head_blocks, refine_step_fn  # n
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-# MAE ViT-B/16 (reference/mae_mff.md): encoder 768 x 12 x 12 heads, decoder 512 x 8 x 16 heads
+# MAE ViT-B/16 (facebookresearch/mae models_mae.py): encoder 768 x 12 x 12 heads, decoder 512 x 8 x 16 heads
 VIT_B16 = {"img": 224, "patch": 16, "chans": 3, "dim": 768, "depth": 12, "heads": 12, "dec": (512, 8, 16)}
 # name -> (precision, torch.compile, fused AdamW); the last is what the pipeline runs on a GPU
 MAE_MODES = {"eager_fp32": ("fp32", False, False), "bf16": ("bf16", False, False),

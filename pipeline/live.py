@@ -30,8 +30,9 @@ class NoLive:
 
 
 def live_logger(dir: str, resume: bool) -> Any:
-    """dvclive.Live writing to `dir` (neither editing dvc.yaml nor saving a DVC experiment, reference/pipeline.md
-    2.4), or a `NoLive` with one warning line (logged) when dvclive cannot be imported."""
+    """dvclive.Live writing to `dir` (neither editing dvc.yaml nor saving a DVC experiment, which Live's defaults do
+    outside dvc repro: iterative/dvclive src/dvclive/live.py; docs/design.md), or a `NoLive` with one warning line
+    (logged) when dvclive cannot be imported."""
     try:
         from dvclive import Live
     except ImportError:

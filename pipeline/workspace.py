@@ -1,7 +1,7 @@
 """Workspace commands that keep Snakemake and DVC in agreement; the Makefile's run/repro/checkout/remote/push/pull.
 
-    python -m pipeline.workspace run [--cores N]   # snakemake, then dvc commit -f, then snakemake --touch
-    python -m pipeline.workspace repro [ARGS]      # dvc repro [ARGS] (-f -s STAGE, ...), then snakemake --touch
+    python -m pipeline.workspace run [--cores N]   # snakemake, dvc.yaml from the rules, dvc commit -f, snakemake --touch
+    python -m pipeline.workspace repro [ARGS]      # dvc.yaml from the rules, dvc repro [ARGS], snakemake --touch
     python -m pipeline.workspace checkout REV      # git checkout, dvc checkout, snakemake --touch
     python -m pipeline.workspace remote [URL]      # default DVC remote (../<repo>-dvc-storage) in .dvc/config
     python -m pipeline.workspace push [--all-commits] | pull
@@ -37,6 +37,7 @@ SNAKEMAKE_LOCKS = Path(".snakemake/locks")
 REMOTE_NAME = "storage"
 EXIT_BUSY = 75  # EX_TEMPFAIL, what `flock -E 75` returned before
 TOUCH = ["snakemake", "--touch", "--cores", "1", "-q"]
+WRITE_DVC_YAML = ["python", "-m", "pipeline.dvc_yaml"]  # dvc.yaml from the rules (rewritten only when it changes)
 
 
 class WorkspaceError(PipelineError):
@@ -140,7 +141,8 @@ def run(cores: str) -> int:
     """
     with pipeline_lock() as fd:
         return clear_stale_snakemake_lock(fd) or call_all([
-            ["snakemake", "--cores", cores, "--rerun-incomplete"], ["dvc", "commit", "-f", "-q"], TOUCH], fd)
+            ["snakemake", "--cores", cores, "--rerun-incomplete"], WRITE_DVC_YAML, ["dvc", "commit", "-f", "-q"], TOUCH],
+            fd)
 
 
 def repro(dvc_args: list[str]) -> int:
@@ -150,7 +152,7 @@ def repro(dvc_args: list[str]) -> int:
         dvc_args: passed on to `dvc repro` (targets, -f, -s, ...).
     """
     with pipeline_lock() as fd:
-        return clear_stale_snakemake_lock(fd) or call_all([["dvc", "repro", *dvc_args], TOUCH], fd)
+        return clear_stale_snakemake_lock(fd) or call_all([WRITE_DVC_YAML, ["dvc", "repro", *dvc_args], TOUCH], fd)
 
 
 def uncommitted() -> int:

@@ -1,135 +1,94 @@
-# Helpers that turn the stage specs of pipeline/dag.py into rule inputs, outputs, params and commands.
-# params.yaml is read (and validated) through pipeline.config, the same loader every stage uses, so a bad
-# params file stops the workflow before any job runs.
+# Config access and input functions for the rules (the snakemake-workflows template's common.smk).
+# params.yaml is the one experiment definition, read by both tools through pipeline.config, the loader every stage
+# uses: a bad params file stops the workflow with one line before any job runs.
 import json
 import sys
 
 from pipeline import config as pipeline_config
-from pipeline.dag import STAGES, code_deps, init_files
+from pipeline.deps import code_files, stage_params_keys
 
-# params.yaml is the one experiment definition, read by both tools: a --config/--configfile override would change
-# what Snakemake runs but not what DVC records, so it is refused rather than silently ignored
+# A --config/--configfile override would change what Snakemake runs but not what DVC records, so it is refused.
 if config:
     print("error: snakemake --config/--configfile is not read here; edit params.yaml, switch a profile "
           "(make profile P=<name>) or run an experiment with dvc exp run -S key=value", file=sys.stderr)
     sys.exit(2)
 try:
     PARAMS = pipeline_config.load_params("params.yaml")
-except pipeline_config.ConfigError as err:  # one line naming the key, exit 2, as every stage does
+except pipeline_config.ConfigError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
-DATASET = PARAMS["data"]["dataset"]
-VARIANTS = list(PARAMS["pretrain"]["variants"])
-REFINED = PARAMS["refine"]["variants"]  # name -> {pretrained, objective}
-SEEDS = [str(s) for s in PARAMS["seeds"]]  # training seeds: every per-variant job runs once per seed
+
+DATA = f"results/data/{PARAMS['data']['dataset']}"  # prepare's folder; the dataset is a params key
+VARIANTS = list(PARAMS["pretrain"]["variants"])  # pretrain variants: the {variant} wildcard
+REFINED = PARAMS["refine"]["variants"]  # refinements: the {refined} wildcard, name -> {pretrained, objective, ...}
+SEEDS = [str(s) for s in PARAMS["seeds"]]  # training seeds: every per-model job runs once per seed
 THREADS = PARAMS["runtime"]["threads"]
-CONDA_ENV = "envs/pipeline.yaml"
+CONDA_ENV = "../envs/pipeline.yaml"  # relative to the rules/*.smk file that names it
 
 
-# the two kinds of variant are disjoint sets of names (checked by pipeline.config), so no path is ambiguous
+# pipeline.config checks that the two kinds of name are disjoint, so no path is ambiguous
 wildcard_constraints:
     variant="|".join(VARIANTS),
     refined="|".join(REFINED),
     seed=r"\d+",
 
 
-def _fill(template, refined=None, seed=None):
-    path = template.replace("{dataset}", DATASET)
-    if refined is not None:
-        path = path.replace("{refined}", refined).replace("{pretrained}", REFINED[refined]["pretrained"])
-    if seed is not None:
-        path = path.replace("{seed}", seed)
-    return path
+def code(stage):
+    """The pipeline files `python -m pipeline.stages.<stage>` imports: a job reruns when one of them changes."""
+    return code_files(f"pipeline.stages.{stage}")
 
 
-def _over_variants(templates):
-    """Each template expanded over every variant of the kind it names and every seed (or as is)."""
-    out = []
-    for t in templates:
-        if "{variant}" in t:
-            out += expand(_fill(t), variant=VARIANTS, seed=SEEDS)
-        elif "{refined}" in t:
-            out += [_fill(t, r, s) for r in REFINED for s in SEEDS]
-        else:
-            out.append(_fill(t))
-    return out
-
-
-def stage_inputs(name):
-    """Code files the stage imports, then its data deps (all variants' files for an all-variant stage).
-
-    A refinement job's inputs depend on its variant's pretrained source, so they come from a function.
-    """
-    stage = STAGES[name]
-    code = code_deps(stage.module)
-    if stage.per == "refined":
-        return lambda wildcards: code + [_fill(d, wildcards.refined, wildcards.seed) for d in stage.deps]
-    if stage.init:  # a variant started from a checkpoint file also depends on that file
-        started = init_files(PARAMS)
-        return lambda wildcards: code + [_fill(d, seed=wildcards.seed).replace("{variant}", wildcards.variant)
-                                         for d in stage.deps] + ([started[wildcards.variant]]
-                                                                 if wildcards.variant in started else [])
-    return code + ([_fill(d) for d in stage.deps] if stage.per else _over_variants(stage.deps))
-
-
-def stage_outputs(name):
-    """The stage's outputs; the report stage's figures and table are flagged for `snakemake --report`, each with its
-    caption rules/captions/<file stem>.rst (Snakemake reads a caption path relative to the Snakefile, which defines
-    the rules, not to this file)."""
-    stage = STAGES[name]
-    paths = [_fill(o) for o in (*stage.outs, *stage.files, *stage.metrics)]
-    if name != "report":
-        return paths
-
-    from pathlib import PurePath
-
-    def caption(path):
-        return f"rules/captions/{PurePath(path).stem}.rst"
-
-    return [report(p, category="figures", caption=caption(p)) if p.endswith(".png")
-            else report(p, category="table", caption=caption(p)) if p.endswith("summary.csv") else p for p in paths]
-
-
-def _variant(wildcards):
-    return wildcards.get("variant", wildcards.get("refined", ""))
-
-
-def stage_params(name):
-    """A function of the wildcards giving the JSON of exactly the params keys the stage reads."""
-    keys = STAGES[name].params
+def params_of(stage):
+    """An input function's twin for params: the JSON of exactly the params keys the stage module declares (its
+    PARAMS tuple), so Snakemake reruns a job when one of them changes and only then."""
+    keys = stage_params_keys(f"pipeline.stages.{stage}")
 
     def values(wildcards):
-        selected = pipeline_config.select(PARAMS, [k.replace("{variant}", _variant(wildcards)) for k in keys])
+        name = wildcards.get("variant", wildcards.get("refined", ""))
+        selected = pipeline_config.select(PARAMS, [k.replace("{variant}", name) for k in keys])
         return json.dumps(selected, sort_keys=True)
 
     return values
 
 
-def stage_command(name):
-    """A function of the wildcards giving the stage's command, identical to dvc.yaml's rendered cmd."""
-    stage = STAGES[name]
-
-    def command(wildcards):
-        if stage.per == "refined":
-            return _fill(stage.cmd, wildcards.refined, wildcards.seed)
-        return _fill(stage.cmd, seed=wildcards.get("seed")).replace("{variant}", wildcards.get("variant", ""))
-
-    return command
+def pretrained(wildcards):
+    """The pretrain variant a refinement starts from."""
+    return REFINED[wildcards.refined]["pretrained"]
 
 
-def all_targets():
-    return [f for name in STAGES for f in _over_variants(stage_outputs(name))]
+def pretrained_model(wildcards):
+    return f"results/pretrain/{pretrained(wildcards)}/seed{wildcards.seed}/model.pt"
 
 
-def stage_log(name):
-    per = STAGES[name].per
-    return f"logs/{name}/{{{per}}}/seed{{seed}}.log" if per else f"logs/{name}.log"
+def pretrained_blocks(wildcards):
+    return f"results/probe/{pretrained(wildcards)}/seed{wildcards.seed}/blocks.json"
 
 
-def stage_gpus(name):
-    """GPUs of a job when the device is not the CPU: runtime.nproc for the stages that run under torchrun (they
-    declare the key), one for the other model stages, none for prepare and report. The default workflow profile
-    caps the sum (one GPU job at a time locally); SLURM jobs ask for this many GPUs each."""
-    if PARAMS["runtime"]["device"] == "cpu" or name in ("prepare", "report"):
+def init_file(wildcards):
+    """The checkpoint file a pretrain variant starts from (pretrain.variants.<v>.init), or none."""
+    path = pipeline_config.init_file(PARAMS["pretrain"]["variants"][wildcards.variant])
+    return [path] if path else []
+
+
+def every_variant(pattern):
+    """`pattern` for every pretrain variant and seed."""
+    return expand(pattern, variant=VARIANTS, seed=SEEDS)
+
+
+def every_refined(pattern):
+    """`pattern` for every refinement and seed."""
+    return expand(pattern, refined=list(REFINED), seed=SEEDS)
+
+
+def gpus(stage):
+    """GPUs of one job: none on the CPU or for prepare and report, runtime.nproc for the stages that run under
+    torchrun (they read that key), one otherwise. profiles/default caps the sum (one GPU job at a time locally);
+    on SLURM each job asks for this many."""
+    if PARAMS["runtime"]["device"] == "cpu" or stage in ("prepare", "report"):
         return 0
-    return PARAMS["runtime"]["nproc"] if "runtime.nproc" in STAGES[name].params else 1
+    return PARAMS["runtime"]["nproc"] if "runtime.nproc" in stage_params_keys(f"pipeline.stages.{stage}") else 1
+
+
+def caption(name):
+    """The caption file of a report figure or table (read by `snakemake --report`, relative to rules/report.smk, which names it)."""
+    return f"captions/{name}.rst"

@@ -15,6 +15,27 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+# The DAG's rules (rules/*.smk, in DAG order): what each runs once per ("variant": pretrain variant, "refined":
+# refinement, each times the seeds; "": once) and the stage module its command runs.
+RULES = {"prepare": ("", "prepare"), "pretrain": ("variant", "pretrain"), "probe": ("variant", "probe"),
+         "probe_refined": ("refined", "probe"), "refine": ("refined", "refine"), "analyze": ("variant", "analyze"),
+         "evaluate": ("variant", "evaluate"), "evaluate_refined": ("refined", "evaluate"),
+         "baselines": ("", "baselines"), "report": ("", "report")}
+
+
+def rule_params(rule: str) -> tuple[str, ...]:
+    """The params keys a rule's stage module declares (its PARAMS tuple)."""
+    from pipeline.deps import stage_params_keys
+
+    return stage_params_keys(f"pipeline.stages.{RULES[rule][1]}")
+
+
+def write_dvc_yaml(root: Path) -> None:
+    """dvc.yaml of `root`, written from its rules and params as `make dvc.yaml` does."""
+    subprocess.run([sys.executable, "-m", "pipeline.dvc_yaml"], cwd=root, check=True, capture_output=True,
+                   env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+
+
 def tiny_params() -> dict:
     """params.yaml shrunk to digits (8x8), a 3-block ViT with 2x2 patches, 2 epochs, two pretrain variants and
     five refinements (NNA of each, and the NNCLR, MoCo and MoCHi ablations of MAE)."""

@@ -1,7 +1,7 @@
 """Fourier analysis of token features (Park & Kim, "How do vision transformers work?", ICLR 2022).
 
 MFF (arXiv 2308.00261) reports that fusing shallow blocks lowers the high-frequency amplitude of the latent
-features; reference/mae_mff.md B.6 gives the recipe followed here (`relative_log_amplitude`). Its Δ log amplitude
+features; xxxnell/how-do-vits-work gives the recipe followed here (`relative_log_amplitude`). Its Δ log amplitude
 relative to frequency 0 cannot tell "more low-frequency" from "less high-frequency" amplitude, so
 `diagonal_amplitude` also gives the plain (linear) amplitude, absolute. Frequencies along the diagonal (k, k) of
 an n x n token grid are 2πk/n per axis, k = 0 .. floor(n/2): the highest is π only for even n (6π/7 on 7 x 7).

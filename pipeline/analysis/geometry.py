@@ -1,4 +1,4 @@
-"""Collapse diagnostics of an embedding set (reference/ssl_eval.md 2): the singular-value spectrum of the
+"""Collapse diagnostics of an embedding set (docs/methods.md): the singular-value spectrum of the
 covariance (dimensional collapse, Jing et al. 2022), effective rank (RankMe, Garrido et al. 2023), alignment
 and uniformity (Wang & Isola 2020). Every function takes [N, D] features and works in float64.
 

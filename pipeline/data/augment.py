@@ -61,7 +61,7 @@ class ViewPhotometry:
     gray_p: float = 0.2
 
 
-# MIM-Refiner's two asymmetric global views (BYOL's pair) and its local crops (reference/mim_refiner.md 3):
+# MIM-Refiner's two asymmetric global views (BYOL's pair) and its local crops (docs/methods.md):
 # global view 0 always blurred, global view 1 rarely blurred and sometimes solarized, local crops blurred half the time
 BYOL_VIEWS = {
     "global0": ViewPhotometry(blur_p=1.0, solarize_p=0.0),

@@ -35,8 +35,8 @@ _BICUBIC = T.InterpolationMode.BICUBIC
 
 def mae_transform(size: int, crop_scale_min: float, hflip: bool, mean: list[float] | tuple[float, ...],
                   std: list[float] | tuple[float, ...]) -> T.Compose:
-    """MAE's pretraining augmentation (reference/mae_mff.md A.2): RandomResizedCrop(size, scale=(min, 1), bicubic),
-    a horizontal flip, ToTensor, Normalize.
+    """MAE's pretraining augmentation (facebookresearch/mae main_pretrain.py): RandomResizedCrop(size,
+    scale=(min, 1), bicubic), a horizontal flip, ToTensor, Normalize.
 
     Returns:
         PIL image -> float tensor [3, size, size].
@@ -77,7 +77,7 @@ class MultiView:
 def multiview_transform(size: int, local_size: int, local_crops: int, global_scale_min: float,
                         local_scale: tuple[float, float], mean: list[float] | tuple[float, ...],
                         std: list[float] | tuple[float, ...]) -> MultiView:
-    """MIM-Refiner's views (reference/mim_refiner.md 3, BYOL-style): two global views and `local_crops` local ones.
+    """MIM-Refiner's views (docs/methods.md, BYOL-style): two global views and `local_crops` local ones.
 
     Every view: RandomResizedCrop (bicubic), flip, colour jitter 0.4/0.4/0.2/0.1 with p=0.8, grayscale p=0.2.
     Global 1 is always blurred (sigma 0.1-2); global 2 is blurred with p=0.1 and solarized (threshold 128) with

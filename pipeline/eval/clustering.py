@@ -37,7 +37,7 @@ def kmeans_scores(features: np.ndarray, labels: np.ndarray, num_classes: int, se
 @torch.no_grad()
 def cluster_head_scores(head: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor,
                         labels: torch.Tensor) -> dict[str, float]:
-    """Score a cluster head's own assignments (argmax of its [N, M] probabilities; reference/contrastive_clustering.md).
+    """Score a cluster head's own assignments (argmax of its [N, M] probabilities; arXiv 2009.09687).
 
     Args:
         head: [N, D] features -> [N, M] cluster probabilities (in eval mode).

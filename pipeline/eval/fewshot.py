@@ -16,7 +16,7 @@ def fewshot_features(train_f: np.ndarray, *others: np.ndarray) -> list[np.ndarra
     """Standardize every set per dimension with the whole (unlabelled) train split's mean and std, then L2-normalize
     each row; float64 for the solver.
 
-    MSN's protocol (reference/ssl_eval.md 1.3; cyanure `preprocess(centering=True, normalize=True)`) centers and
+    MSN's protocol (facebookresearch/msn; cyanure `preprocess(centering=True, normalize=True)`) centers and
     L2-normalizes each row and fits without intercept (kept here). Centering a row does not remove a direction
     that every feature shares, and MAE features can have one (RankMe 2.3 after L2 normalization in the default run
     of commit ac12c4d): the samples then differ by a small residual that only a very weak L2 penalty can fit, and

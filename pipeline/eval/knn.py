@@ -1,10 +1,10 @@
 """Weighted k-NN classifiers on cosine similarity, and the named protocols the stages run.
 
 Two protocols, by name (`KNN_PROTOCOLS`; params `probe.knn` and `evaluate.knn_headline` pick from it):
-- `mim_refiner`: MIM-Refiner's (reference/mim_refiner.md 2.2 and 4; its `src/metrics/knn.py`): each feature
+- `mim_refiner`: MIM-Refiner's (ml-jku/MIM-Refiner `src/metrics/knn.py`): each feature
   dimension standardized with the bank's (train split's) mean and std (+1e-6), then L2-normalized; the 10 most
   cosine-similar bank samples vote with weights exp(sim / 0.07), as in DINO.
-- `dino`: DINO's `eval_knn.py` (reference/ssl_eval.md 1.1): no standardization, k=20, weights exp(sim / 0.07).
+- `dino`: DINO's `eval_knn.py` (facebookresearch/dino): no standardization, k=20, weights exp(sim / 0.07).
 Which features go in is the caller's: the probe passes each block's raw output, as MIM-Refiner's per-block k-NN
 (no LayerNorm); evaluate passes the encoder's output, after the final norm (MIM-Refiner's evaluation reads the
 last block without it; standardizing undoes that norm's per-dimension affine, not its per-sample scaling).

@@ -48,7 +48,7 @@ def select_block(curve: list[float], n_val: int, rule: str) -> dict:
             sqrt(p (1 - p) / n_val) with p the best accuracy. Blocks in that set are statistically tied with
             the best on this val split, and the argmax among them is noise (MAE's default-run curve is
             67.6 / 68.2 / 67.5 / 66.8 on 5,000 images, SE 0.66). MIM-Refiner places heads from where k-NN
-            quality peaks to the last block (reference/mim_refiner.md 1.4, 2.1): the blocks after the peak are
+            quality peaks to the last block (docs/methods.md): the blocks after the peak are
             the ones that degrade and need refining. The deepest tied block is the last one still at the
             peak, so heads from it cover the degrading blocks and no block that is as good as the best; it
             also moves only when a deeper block's drop exceeds the noise. (The shallowest tied block would

@@ -1,4 +1,4 @@
-"""MFF multi-level feature fusion (arXiv 2308.00261; reference/mae_mff.md B.2).
+"""MFF multi-level feature fusion (arXiv 2308.00261; open-mmlab/mmpretrain mmpretrain/models/selfsup/mff.py).
 
 One Linear(D, D) per fused shallow block, the last block as is, softmax weights over logits initialised to
 ones, and a weighted sum. The encoder's final norm is applied after fusion by the caller.

@@ -1,5 +1,5 @@
-"""Projector and predictor heads of NNA refinement (reference/mim_refiner.md 1.1), and Contrastive Clustering's
-cluster head (reference/contrastive_clustering.md).
+"""Projector and predictor heads of NNA refinement (ml-jku/MIM-Refiner src/models/ssl/nnclr_head.py), and
+Contrastive Clustering's cluster head (Yunfan-Li/Contrastive-Clustering modules/network.py).
 
 "Projector: Linear(d_in→2048, no bias) → BN → GELU → Linear(2048→2048, no bias) → BN → GELU →
 Linear(2048→256, no bias) → BN(256)"; "Predictor: Linear(256→4096) → BN → GELU → Linear(4096→256) → BN(256)".
@@ -47,7 +47,7 @@ class IDHead(nn.Module):
 
 class ClusterHead(nn.Module):
     """Contrastive Clustering's cluster head: "Linear(d, d) -> ReLU -> Linear(d, M) -> softmax over the M clusters",
-    no BatchNorm (reference/contrastive_clustering.md, Model).
+    no BatchNorm (Yunfan-Li/Contrastive-Clustering modules/network.py).
 
     Args:
         dim: input width (the encoder's D); also the hidden width, as in the paper.

@@ -1,6 +1,6 @@
 """Masked autoencoder (He et al., arXiv 2111.06377) around a ViTEncoder, with optional MFF fusion.
 
-The model returns tensors only; the loss lives in pipeline.objectives.mae (STYLE.md rule 6).
+The model returns tensors only; the loss lives in pipeline.objectives.mae (docs/design.md).
 Conventions: in `mask`, 0 is keep and 1 is remove, in the original patch order.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fixed 2-D sin-cos position embeddings (MAE, reference/mae_mff.md A.1)."""
+"""Fixed 2-D sin-cos position embeddings (facebookresearch/mae util/pos_embed.py)."""
 from __future__ import annotations
 
 import torch

@@ -20,7 +20,7 @@ POOLS = ("cls", "mean_patch")
 
 
 def init_mae_weights(module: nn.Module) -> None:
-    """MAE init: xavier-uniform Linear with zero bias, LayerNorm (1, 0) (reference/mae_mff.md A.1)."""
+    """MAE init: xavier-uniform Linear with zero bias, LayerNorm (1, 0) (facebookresearch/mae models_mae.py)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)

@@ -1,4 +1,4 @@
-"""Contrastive Clustering (Li et al., AAAI 2021, arXiv 2009.09687; reference/contrastive_clustering.md).
+"""Contrastive Clustering (Li et al., AAAI 2021, arXiv 2009.09687; Yunfan-Li/Contrastive-Clustering).
 
 Contrast in the row and in the column space of the feature matrix. Instance level: NT-Xent over the 2N instance
 embeddings of two views (each view's positive is the other view of its image, its negatives the other 2N - 2

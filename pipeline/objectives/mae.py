@@ -1,4 +1,4 @@
-"""MAE reconstruction loss (reference/mae_mff.md A.1 "Target and loss"), shared by MAE and MFF."""
+"""MAE reconstruction loss (facebookresearch/mae models_mae.py `forward_loss`), shared by MAE and MFF."""
 from __future__ import annotations
 
 import torch

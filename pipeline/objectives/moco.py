@@ -1,4 +1,4 @@
-"""MoCo's InfoNCE over a queue of momentum keys, and MoCHi's hard-negative mixing (reference/ssl_eval.md 4).
+"""MoCo's InfoNCE over a queue of momentum keys, and MoCHi's hard-negative mixing (docs/methods.md).
 
 A query is a prediction of the online network, its positive the momentum key of another view of the same
 image, its negatives the queue of earlier keys. MoCHi appends, per query, synthetic negatives mixed from the N

@@ -1,4 +1,4 @@
-"""Nearest Neighbor Alignment loss (MIM-Refiner, arXiv 2402.10093; reference/mim_refiner.md 1.3), and NNCLR.
+"""Nearest Neighbor Alignment loss (MIM-Refiner, arXiv 2402.10093; its src/losses/ssl/nnclr_loss.py), and NNCLR.
 
 Only the positive is swapped: the positive logit pairs the anchor's nearest neighbour q_i with the prediction
 p_i of the other view, while the negatives pair the anchor's own (un-swapped) embedding z_i with the other

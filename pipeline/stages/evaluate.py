@@ -42,7 +42,7 @@ from pipeline.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
-# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+# the params keys this stage reads: its rule's params in rules/ (pipeline/deps.py), and so its dvc.yaml params
 PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "runtime.nproc",
           "evaluate")
 

@@ -11,7 +11,7 @@ from pipeline.stages.runner import load_stage_params, run, stage_parser
 
 log = logging.getLogger(__name__)
 
-# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+# the params keys this stage reads: its rule's params in rules/ (pipeline/deps.py), and so its dvc.yaml params
 PARAMS = ("seed", "data.dataset", "data.root", "data.image_size", "data.val_size", "data.train_limit",
           "data.test_limit", "data.fewshot_shots", "data.fewshot_seeds")  # not data.stream/workers: how pretrain reads
 

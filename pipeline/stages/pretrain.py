@@ -31,7 +31,7 @@ from pipeline.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
-# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+# the params keys this stage reads: its rule's params in rules/ (pipeline/deps.py), and so its dvc.yaml params
 PARAMS = (
     "seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "runtime.nproc", "model",
     "pretrain.variants.{variant}",  # only this variant's entry: adding a variant reruns no other
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     same_run = {**p, "data": {k: v for k, v in p["data"].items() if k != "workers"}}
     ckpt = Checkpointer(args.out / "resume.pt", fingerprint(same_run, args.variant, train.tag))
 
-    # DVCLive must neither edit dvc.yaml nor save an experiment (reference/pipeline.md 2.4)
+    # DVCLive must neither edit dvc.yaml nor save an experiment (its defaults outside dvc repro; docs/design.md)
     live = live_logger(str(args.out / "live"), resume=ckpt.path.exists()) if main else None
 
     def on_epoch(rec: dict[str, float]) -> None:

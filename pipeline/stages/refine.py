@@ -49,7 +49,7 @@ from pipeline.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
-# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+# the params keys this stage reads: its rule's params in rules/ (pipeline/deps.py), and so its dvc.yaml params
 PARAMS = (
     "seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "runtime.nproc",
     "refine.variants.{variant}",  # only this variant's entry: adding an ablation reruns no other
@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     device = rt.setup_runtime(run_cfg, seed)
     encoder, ckpt = load_encoder(args.model)
     source = cfg["variants"][args.variant]["pretrained"]
-    if ckpt.get("variant", source) != source:  # dvc.yaml groups refinements by source: regenerate it after a change
+    if ckpt.get("variant", source) != source:  # dvc.yaml lists each refinement's source: rewrite it after a change
         raise ConfigError(f"params: refine.variants.{args.variant}.pretrained = {source!r} but --model holds "
-                          f"{ckpt['variant']!r} (after changing it: python -m pipeline.dag > dvc.yaml)")
+                          f"{ckpt['variant']!r} (after changing it: make dvc.yaml)")
     probed = json.loads(args.probe.read_text())["depth"]  # the chosen block + 1
     full_depth = encoder.depth
     depth = refinement_depth(cfg["depth"], probed, full_depth)

@@ -80,7 +80,7 @@ MD_HIDDEN_COLS = {"kmeans_nmi", "cluster_head_nmi", "cluster_head_used", "refine
                   "alignment", "dlogamp_fmax_last", "objective", "pretrained", "depth", "first_head_block",
                   "ema_pretrained_share", "refine_pos_mass", "test_size", "val_size"}
 
-# the params keys this stage reads; pipeline/dag.py reads this tuple for Snakefile and dvc.yaml
+# the params keys this stage reads: its rule's params in rules/ (pipeline/deps.py), and so its dvc.yaml params
 PARAMS = ("pretrain.variants", "refine.variants", "seeds")
 
 BASELINES = ("random-init", "pixels")  # run once (the data seed), not per training seed

@@ -1,6 +1,6 @@
 """Full fine-tuning of a pretrained encoder: mean-pooled tokens, LayerNorm, linear head (MAE's protocol).
 
-MAE's ViT-B recipe (reference/mim_refiner.md 4, MAE's main_finetune) adds, per image: RandAugment
+MAE's ViT-B recipe (facebookresearch/mae FINETUNE.md, main_finetune.py) adds, per image: RandAugment
 ("rand-m9-mstd0.5-inc1"), random erasing (probability 0.25, per-pixel noise), and learnable position embeddings
 initialized from the pretrained sin-cos table. All three are options here (params evaluate.finetune: rand_augment,
 reprob, learnable_pos_embed); off, the step is exactly the plain crop + flip + mixup/cutmix one.

@@ -50,7 +50,7 @@ def layer_decay_groups(model: nn.Module, num_layers: int, layer_of: Callable[[st
         num_layers: the index of the top layer (the head); it gets scale 1.
         layer_of: parameter name -> layer index (0 = embeddings, i + 1 = block i, num_layers = head).
         weight_decay: applied to weights with two or more dimensions; biases and norms get none.
-        decay: per-layer factor, e.g. 0.65 for 12 blocks (reference/mae_mff.md B.3).
+        decay: per-layer factor, e.g. 0.65 for 12 blocks (facebookresearch/mae FINETUNE.md, ViT-B).
     """
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():

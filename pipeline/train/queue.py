@@ -1,4 +1,4 @@
-"""The nearest-neighbour queue of NNA/NNCLR (reference/mim_refiner.md 1.2): a FIFO of projector outputs.
+"""The nearest-neighbour queue of NNA/NNCLR (ml-jku/MIM-Refiner nnclr_queue.py): a FIFO of projector outputs.
 
 It queries before it pushes, never returns a sample's own entry (matched by dataset index), and keeps its
 contents in persistent buffers, so a resumed run continues with the same queue.

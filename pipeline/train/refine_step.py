@@ -1,6 +1,6 @@
 """Contrastive refinement (MIM-Refiner): ID heads on the last kept blocks, trained with NNA or an ablation.
 
-Objectives (refine.variants.<name>.objective; reference/mim_refiner.md 1.3, ssl_eval.md 4):
+Objectives (refine.variants.<name>.objective; docs/methods.md):
 - nna: the positive is the anchor's nearest neighbour in the queue, the negatives the anchor itself (MIM-Refiner);
 - nnclr: positive and negatives both use the nearest neighbour;
 - moco: the anchor is the key of a momentum encoder + projector, the negatives a queue of earlier keys;
@@ -38,7 +38,7 @@ def head_blocks(heads: str | int, probed_block: int, depth: int) -> list[int]:
     """The 0-based blocks that get an ID head (refine.heads), on an encoder of `depth` blocks.
 
     probe: from the probe's chosen block to the last block (MIM-Refiner attaches heads from where per-block
-    quality peaks to the end; reference/mim_refiner.md 1.4); last_third: the last round(depth / 3) blocks (at
+    quality peaks to the end; ml-jku/MIM-Refiner src/yamls/stage3); last_third: the last round(depth / 3) blocks (at
     least one), the official configs' placement; an int n: the last n blocks.
 
     Raises:

@@ -7,7 +7,7 @@ import math
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base: float, final: float) -> float:
     """Linear warmup from 0 to `base` over `warmup_steps`, then half-cosine from `base` to `final`.
 
-    Per-iteration form of MAE's `util/lr_sched.py` (reference/mae_mff.md A.2).
+    Per-iteration form of MAE's `util/lr_sched.py` (facebookresearch/mae).
     Returns `base` * step / warmup_steps during warmup, and `final` at step >= total_steps.
     """
     if step < warmup_steps:

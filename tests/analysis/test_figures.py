@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
-from pipeline import dag
+from pipeline import dvc_yaml
 from pipeline.analysis import figures
 from pipeline.analysis.figures import model_styles
 
@@ -163,7 +163,7 @@ class TestDvcPlots:
                                       "mff_nna": {"pretrained": "mff", "objective": "nna"}}}}
 
     def charts(self) -> dict[str, dict]:
-        return {k: v for entry in dag.dvc_yaml(self.PARAMS)["plots"] if isinstance(entry, dict)
+        return {k: v for entry in dvc_yaml.dvc_plots(self.PARAMS) if isinstance(entry, dict)
                 for k, v in entry.items()}
 
     def test_dvc_yaml__one_chart_per_quantity_names_every_models_file(self):
@@ -188,15 +188,18 @@ class TestDvcPlots:
         assert all(v == ["knn", "nn_accuracy"] for v in charts["refine_monitor"]["y"].values())
         assert all(c["title"] and c["x"] for c in charts.values())
         assert len({c["title"] for c in charts.values()}) == len(charts)
-        images = [e for e in dag.dvc_yaml(self.PARAMS)["plots"] if isinstance(e, str)]
-        assert images == list(dag.IMAGE_PLOTS)
+        images = [e for e in dvc_yaml.dvc_plots(self.PARAMS) if isinstance(e, str)]
+        assert images == list(dvc_yaml.IMAGE_PLOTS)
 
-    def test_dvc_yaml__every_plotted_csv_is_a_stage_output(self):
-        """The charts read only files a stage declares (for these params), so a renamed output fails here."""
-        outputs = set()
-        for stage in dag.STAGES.values():
-            outputs.update(dag.plot_files(stage.files, self.PARAMS))
-        plotted = {f for c in self.charts().values() for f in c["y"] if f.endswith(".csv")}
+    def test_dvc_yaml__every_plotted_csv_is_a_rule_output(self):
+        """The charts of the repository's params read only files a rule declares, so a renamed output fails here."""
+        from pipeline.config import load_params
+        from tests.conftest import REPO
+
+        outputs = {out for job in dvc_yaml.snakemake_jobs(REPO) for out in job.outs}
+        charts = dvc_yaml.dvc_plots(load_params(REPO / "params.yaml"))
+        plotted = {f for c in charts if isinstance(c, dict) for spec in c.values() for f in spec["y"]
+                   if f.endswith(".csv")}
         assert plotted and plotted <= outputs
 
 

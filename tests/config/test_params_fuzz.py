@@ -174,7 +174,7 @@ def test_validate__fuzzed_params_pass_or_name_a_key():
 
 # ---- stage level: one subprocess per case runs the chain in process, stage after stage --------------------------
 
-CHAIN = ("prepare", "pretrain", "probe", "refine", "evaluate_refined")  # pipeline/dag.py STAGES, in DAG order
+CHAIN = ("prepare", "pretrain", "probe", "refine", "evaluate_refined")  # the DAG's rule names, in DAG order
 CHAIN_NAMES = {"dataset": "digits", "variant": "mae", "refined": "mae_nna", "pretrained": "mae", "seed": 0}
 
 
@@ -202,13 +202,13 @@ def drive_chain() -> int:
     """
     import importlib
 
-    from pipeline.dag import STAGES
+    from pipeline.dvc_yaml import stage_argv
     from pipeline.stages.runner import run
 
     for name in CHAIN:
-        stage = STAGES[name]
+        module, argv = stage_argv(name, CHAIN_NAMES)
         before = _tree(Path("results"))
-        code = run(importlib.import_module(stage.module).main, stage.args.format(**CHAIN_NAMES).split())
+        code = run(importlib.import_module(module).main, argv)
         print(json.dumps({"stage": name, "code": code, "new": sorted(_tree(Path("results")) - before)}), flush=True)
         if code:
             return code

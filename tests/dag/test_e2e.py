@@ -14,7 +14,8 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import copy_project, tiny_params, write_params
+from pipeline.dvc_yaml import snakemake_jobs
+from tests.conftest import copy_project, tiny_params, write_dvc_yaml, write_params
 from tests.dag.test_parity import tool
 
 REFINED = ["mae_nna", "mff_nna", "mae_nnclr", "mae_moco", "mae_mochi"]  # tiny_params' refine.variants
@@ -37,6 +38,7 @@ def dvc_stale(root) -> set[str]:
 def project(tmp_path_factory):
     root = copy_project(tmp_path_factory.mktemp("e2e"))
     write_params(root / "params.yaml", tiny_params())
+    write_dvc_yaml(root)
     tool(["git", "init", "-q"], root)
     tool(["git", "config", "user.email", "ci@example.invalid"], root)
     tool(["git", "config", "user.name", "ci"], root)
@@ -49,6 +51,12 @@ def project(tmp_path_factory):
 def test_e2e__both_tools_agree_from_first_run_to_metric_diff(project):
     root = project
     tool(["snakemake", "--cores", "2"], root)
+    # one list of file names: the stages wrote exactly the outputs the rules declare (gitignored working files of
+    # a running stage aside: DVCLive's live/ logs, resume checkpoints, locks and temporary names)
+    declared = {out for job in snakemake_jobs(root) for out in job.outs}
+    written = {str(p.relative_to(root)) for p in (root / "results").rglob("*") if p.is_file()
+               and "live" not in p.parts and not p.name.startswith(("resume", ".tmp-", ".lock"))}
+    assert written == declared, (written ^ declared)
     summary = (root / "results/report/summary.csv").read_text()
     header = summary.splitlines()[0].split(",")
     assert header[:3] == ["model", "knn_cls", "knn_mean_patch"]

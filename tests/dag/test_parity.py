@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import dag
-from tests.conftest import REPO, copy_project, tiny_params, write_params
+from pipeline.deps import code_files
+from tests.conftest import REPO, RULES, copy_project, rule_params, tiny_params, write_dvc_yaml, write_params
 
 BIN = Path(sys.executable).parent
 LOG_REDIRECT = " > {log} 2>&1"
@@ -31,8 +31,7 @@ def project(request, tmp_path_factory) -> Path:
     params = tiny_params()
     params["seeds"] = request.param
     write_params(root / "params.yaml", params)
-    # dvc.yaml as generated for these params (the refinements' sources are read from them)
-    (root / "dvc.yaml").write_text(tool([sys.executable, "-m", "pipeline.dag"], root).stdout)
+    write_dvc_yaml(root)  # as make run / make repro do
     tool(["git", "init", "-q"], root)
     tool(["dvc", "init", "-q"], root)
     return root
@@ -55,7 +54,7 @@ def snakemake_jobs(root: Path) -> dict[str, dict]:
 
 
 def dvc_stages(root: Path) -> dict[str, dict]:
-    """Stages keyed by command, from DVC's own parse of dvc.yaml (matrix expanded)."""
+    """Stages keyed by command, from DVC's own parse of dvc.yaml (matrix and foreach expanded)."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
@@ -68,50 +67,81 @@ def dvc_stages(root: Path) -> dict[str, dict]:
     return stages
 
 
-def test_dvc_yaml__is_generated_from_the_spec():
-    generated = subprocess.run([sys.executable, "-m", "pipeline.dag"], cwd=REPO, capture_output=True, text=True,
-                               check=True).stdout
-    assert (REPO / "dvc.yaml").read_text() == generated, "run `python -m pipeline.dag > dvc.yaml`"
+def rule_of(dvc_name: str) -> str:
+    """The rule of an expanded DVC stage name: `refine@mae_nna-0` -> `refine`, `pretrain-mae@mae-0` -> `pretrain`."""
+    return dvc_name.split("@")[0].split("-")[0]
+
+
+def test_dvc_yaml__is_written_from_the_rules():
+    proc = subprocess.run([sys.executable, "-m", "pipeline.dvc_yaml", "--check"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_dvc_yaml__a_stale_file_is_named_with_the_command_that_rewrites_it(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["seeds"] = [*params["seeds"], 7]
+    write_params(project / "params.yaml", params)
+    try:
+        proc = tool([sys.executable, "-m", "pipeline.dvc_yaml", "--check"], project, check=False)
+    finally:
+        params["seeds"].pop()
+        write_params(project / "params.yaml", params)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: dvc.yaml is out of date with rules/ and params.yaml: run `make dvc.yaml`"]
+
+
+def test_dvc_yaml__each_rule_is_one_stage_in_dvc_idiom(project):
+    """A matrix over the wildcards' params keys where DVC can express it; a foreach over (refinement, seed) items
+    where a rule's paths name the refinement's source."""
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == list(RULES)
+    for rule in ("pretrain", "probe", "analyze", "evaluate"):
+        assert stages[rule]["matrix"] == {"variant": "${pretrain.variants}", "seed": "${seeds}"}, rule
+    assert stages["probe_refined"]["matrix"] == {"refined": "${refine.variants}", "seed": "${seeds}"}
+    for rule in ("refine", "evaluate_refined"):
+        items = stages[rule]["foreach"]
+        assert items["mff_nna-0"] == {"refined": "mff_nna", "seed": "0", "pretrained": "mff"}, rule
+        assert "results/pretrain/${item.pretrained}/seed${item.seed}/model.pt" in stages[rule]["do"]["deps"]
+    assert "${data.dataset}" in stages["prepare"]["cmd"]
 
 
 def test_parity__same_jobs_commands_outs_and_deps(project):
     smk, dvc = snakemake_jobs(project), dvc_stages(project)
     assert set(smk) == set(dvc), "commands differ between Snakemake and DVC"
     seeds = yaml.safe_load((project / "params.yaml").read_text())["seeds"]
-    source = {"mae_nna": "mae", "mff_nna": "mff", "mae_nnclr": "mae", "mae_moco": "mae", "mae_mochi": "mae"}
+    refined = ("mae_nna", "mff_nna", "mae_nnclr", "mae_moco", "mae_mochi")
     assert sorted(s["name"] for s in dvc.values()) == sorted(
         ["prepare", "baselines", "report"]
         + [f"{stage}@{v}-{s}" for stage in ("pretrain", "probe", "analyze", "evaluate") for v in ("mae", "mff")
            for s in seeds]
-        + [f"probe_refined@{r}-{s}" for r in source for s in seeds]
-        # the stages that name the refinement's source: one matrix per pretrain variant (pipeline/dag.py)
-        + [f"{stage}-{source[r]}@{r}-{s}" for stage in ("refine", "evaluate_refined") for r in source for s in seeds])
+        + [f"{stage}@{r}-{s}" for stage in ("refine", "probe_refined", "evaluate_refined") for r in refined
+           for s in seeds])
     for cmd, stage in dvc.items():
         job = smk[cmd]
-        assert job["rule"] == dag.rule_of(stage["name"])
+        assert job["rule"] == rule_of(stage["name"])
         assert job["outs"] == stage["outs"], stage["name"]
-        # DVC cannot list one file per variant in an all-variant stage; it depends on their folder instead
-        folders = {d for d in stage["deps"] if (project / d).suffix == ""}
-        assert stage["deps"] - folders <= job["deps"], stage["name"]
-        for dep in job["deps"] - stage["deps"]:
-            assert any(dep.startswith(f + "/") for f in folders), f"{stage['name']}: {dep} missing in dvc.yaml"
+        assert job["deps"] == stage["deps"], stage["name"]
 
 
 def test_parity__dvc_params_are_the_keys_each_stage_declares(project):
     for stage in dvc_stages(project).values():
         variant = stage["name"].partition("@")[2].rpartition("-")[0]  # <stage>@<variant>-<seed>
-        declared = [k.replace("{variant}", variant) for k in dag.STAGES[dag.rule_of(stage["name"])].params]
+        declared = [k.replace("{variant}", variant) for k in rule_params(rule_of(stage["name"]))]
         assert stage["params"] == declared, stage["name"]
         assert "seeds" not in declared or not variant, f"{stage['name']}: a new seed would rerun it"
 
 
 def test_code_deps__cover_every_pipeline_module_a_stage_imports():
-    for name, stage in dag.STAGES.items():
-        probe = (f"import sys, {stage.module}; print('\\n'.join(sorted(m.__file__ for m in list(sys.modules.values()) "
-                 f"if getattr(m, '__name__', '').startswith('pipeline') and getattr(m, '__file__', None))))")
+    for rule, (_, module) in RULES.items():
+        probe = (f"import sys, pipeline.stages.{module}; print('\\n'.join(sorted(m.__file__ for m in "
+                 f"list(sys.modules.values()) if getattr(m, '__name__', '').startswith('pipeline') "
+                 f"and getattr(m, '__file__', None))))")
         out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
         imported = {str(Path(f).relative_to(REPO)) for f in out.stdout.split()}
-        assert imported <= set(dag.code_deps(stage.module)), f"{name}: undeclared {imported - set(dag.code_deps(stage.module))}"
+        declared = set(code_files(f"pipeline.stages.{module}"))
+        assert imported <= declared, f"{rule}: undeclared {imported - declared}"
 
 
 def test_snakemake__lint_and_dry_run_pass_on_the_repo_params(tmp_path):

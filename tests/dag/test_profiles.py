@@ -7,25 +7,24 @@ import sys
 import pytest
 import yaml
 
-from pipeline import dag
-from tests.conftest import REPO, copy_project
+from tests.conftest import REPO, RULES, copy_project, write_dvc_yaml
 from tests.dag.test_e2e import snakemake_planned
 from tests.dag.test_parity import dvc_stages, tool
 
 
 @pytest.mark.parametrize("profile, refinements", [("ablations", 7), ("cpu-long", 2), ("gpu", 5)])
 def test_profile__switch_then_both_tools_plan_every_stage(tmp_path, profile, refinements):
-    """`make profile P=<name>` (switch + regenerate dvc.yaml) plans the same jobs in Snakemake and DVC."""
+    """`make profile P=<name>` (switch + rewrite dvc.yaml) plans the same jobs in Snakemake and DVC."""
     root = copy_project(tmp_path)
     shutil.copytree(REPO / "profiles", root / "profiles")
     tool([sys.executable, "-m", "pipeline.config", "switch", f"profiles/{profile}/params.yaml"], root)
-    (root / "dvc.yaml").write_text(tool([sys.executable, "-m", "pipeline.dag"], root).stdout)
+    write_dvc_yaml(root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert len(params["refine"]["variants"]) == refinements
     seeds, variants = len(params["seeds"]), len(params["pretrain"]["variants"])
     planned = snakemake_planned(root)
-    for name, stage in dag.STAGES.items():
-        assert planned[name] == {"variant": variants * seeds, "refined": refinements * seeds, "": 1}[stage.per], name
+    for name, (per, _) in RULES.items():
+        assert planned[name] == {"variant": variants * seeds, "refined": refinements * seeds, "": 1}[per], name
     tool(["git", "init", "-q"], root)
     tool(["dvc", "init", "-q"], root)
     assert len(dvc_stages(root)) == sum(planned.values())
@@ -48,15 +47,15 @@ def test_profile__imagenet_refine_plans_the_official_mae_with_its_file_as_a_depe
     assert list(params["pretrain"]["variants"]) == ["mae"] and params["pretrain"]["variants"]["mae"]["epochs"] == 0
     (root / init).parent.mkdir(parents=True)
     torch.save(official_mae_layout(tiny_mae(seed=0)), root / init)  # the layout; snakemake -n reads no weights
-    (root / "dvc.yaml").write_text(tool([sys.executable, "-m", "pipeline.dag"], root).stdout)
+    write_dvc_yaml(root)
     planned = snakemake_planned(root)
-    for name, stage in dag.STAGES.items():
+    for name in RULES:
         assert planned[name] == 1, name  # one variant, one refinement, one seed
     tool(["git", "init", "-q"], root)
     tool(["dvc", "init", "-q"], root)
     dvc, smk = dvc_stages(root), snakemake_jobs(root)
     assert set(dvc) == set(smk)
     (cmd,) = [c for c, s in dvc.items() if s["name"].startswith("pretrain")]
-    assert dvc[cmd]["name"] == "pretrain-mae@mae-0"
+    assert dvc[cmd]["name"] == "pretrain@mae-0"  # one variant: its entry keeps the rule's name
     assert init in dvc[cmd]["deps"] and init in smk[cmd]["deps"]
     assert dvc[cmd]["deps"] == smk[cmd]["deps"]

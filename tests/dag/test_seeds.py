@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import dag
-from tests.conftest import REPO, copy_project, tiny_params, write_params
+from tests.conftest import REPO, RULES, copy_project, tiny_params, write_dvc_yaml, write_params
 from tests.dag.test_e2e import snakemake_planned
 from tests.dag.test_parity import dvc_stages, tool
 
@@ -27,7 +26,7 @@ def _project(root: Path, seeds: list[int]) -> Path:
     params["seeds"] = seeds
     copy_project(root)
     write_params(root / "params.yaml", params)
-    (root / "dvc.yaml").write_text(tool([sys.executable, "-m", "pipeline.dag"], root).stdout)
+    write_dvc_yaml(root)
     return root
 
 
@@ -52,6 +51,7 @@ def test_adding_a_seed__plans_only_its_jobs_and_the_report_in_both_tools(tmp_pat
     assert json.loads(tool(["dvc", "status", "--json"], root).stdout) == {}
 
     _set_seeds(root, [0, 1])
+    write_dvc_yaml(root)  # as make run / make repro do: refine's items list the seeds
     assert snakemake_planned(root) == {**PER_SEED, "report": 1}
     stale = set(json.loads(tool(["dvc", "status", "--json"], root).stdout))
     seed1 = {name for name in (s["name"] for s in dvc_stages(root).values()) if name.endswith("-1")}
@@ -67,10 +67,11 @@ def test_seeds3_profile__snakemake_plans_three_runs_of_every_training_stage(tmp_
     assert params["seeds"] == [0, 1, 2]
     variants, refined = len(params["pretrain"]["variants"]), len(params["refine"]["variants"])
     planned = snakemake_planned(root)
-    for name, stage in dag.STAGES.items():
-        runs = {"variant": variants, "refined": refined, "": 1}[stage.per] * (3 if stage.per else 1)
+    for name, (per, _) in RULES.items():
+        runs = {"variant": variants, "refined": refined, "": 1}[per] * (3 if per else 1)
         assert planned[name] == runs, name
-    # DVC plans the same jobs from the committed dvc.yaml: seeds are a live matrix axis, no regeneration
+    # DVC plans the same jobs from the dvc.yaml that `make profile` writes
+    write_dvc_yaml(root)
     tool(["git", "init", "-q"], root)
     tool(["dvc", "init", "-q"], root)
     names = [s["name"] for s in dvc_stages(root).values()]
@@ -83,7 +84,7 @@ def test_bad_seeds__one_line_naming_the_key_and_exit_2_everywhere(tmp_path, seed
     root = _project(tmp_path, [0])
     _set_seeds(root, seeds)
     for cmd in ([sys.executable, "-m", "pipeline.config", "check"], ["snakemake", "-n", "--cores", "1"],
-                [sys.executable, "-m", "pipeline.dag"],
+                [sys.executable, "-m", "pipeline.dvc_yaml"],
                 [sys.executable, "-m", "pipeline.stages.pretrain", "--variant", "mae", "--seed", "1", "--data",
                  "results/data/digits", "--out", "results/pretrain/mae/seed1", "--plots", "results/plots"]):
         proc = tool(cmd, root, check=False)

@@ -16,8 +16,7 @@ import yaml
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 
-from pipeline import dag
-from tests.conftest import REPO, copy_project, tiny_params, write_params
+from tests.conftest import REPO, RULES, copy_project, rule_params, tiny_params, write_params
 from tests.dag.test_parity import tool
 
 PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
@@ -74,13 +73,13 @@ def test_slurm_profile__sizes_every_rule_and_only_names_rules_of_the_dag():
     for rule, res in [("default", PROFILE["default-resources"]), *PROFILE["set-resources"].items()]:
         assert set(res) <= SBATCH_NAMES, f"{rule}: {set(res) - SBATCH_NAMES} mean nothing to the SLURM plugin"
     # Snakemake ignores set-resources of a rule it does not know, so a misspelt name would go unnoticed
-    assert set(PROFILE["set-resources"]) <= set(dag.STAGES)
+    assert set(PROFILE["set-resources"]) <= set(RULES)
 
 
 def test_slurm_profile__dry_run_gives_each_job_its_gpu_cpus_memory_and_runtime(project):
     jobs = dry_run(project, "cuda")
     per = {"variant": 2, "refined": 5, "": 1}  # tiny_params: two pretrain variants, five refinements
-    assert {rule: len(js) for rule, js in jobs.items()} == {name: per[s.per] for name, s in dag.STAGES.items()}
+    assert {rule: len(js) for rule, js in jobs.items()} == {name: per[kind] for name, (kind, _) in RULES.items()}
     for rule, js in jobs.items():
         want = {**PROFILE["default-resources"], **PROFILE["set-resources"].get(rule, {})}
         gpus = 0 if rule in CPU_RULES else 1
@@ -95,7 +94,7 @@ def test_slurm_profile__dry_run_gives_each_job_its_gpu_cpus_memory_and_runtime(p
 def test_slurm_profile__torchrun_stages_ask_for_nproc_gpus(project):
     jobs = dry_run(project, "cuda", nproc=4)
     for rule, js in jobs.items():
-        gpus = 0 if rule in CPU_RULES else 4 if "runtime.nproc" in dag.STAGES[rule].params else 1
+        gpus = 0 if rule in CPU_RULES else 4 if "runtime.nproc" in rule_params(rule) else 1
         assert {res["gpu"] for res in js} == {gpus}, rule
         assert (f"--gpus={gpus}" in sbatch(rule, js[0])) == bool(gpus)
     assert jobs["pretrain"][0]["gpu"] == jobs["evaluate_refined"][0]["gpu"] == 4 and jobs["probe"][0]["gpu"] == 1

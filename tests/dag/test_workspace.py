@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, copy_project, tiny_params, write_params
+from tests.conftest import REPO, copy_project, tiny_params, write_dvc_yaml, write_params
 from tests.dag.test_e2e import dvc_stale, snakemake_planned
 from tests.dag.test_parity import BIN, tool
 
@@ -64,7 +64,7 @@ def project(tmp_path_factory) -> Path:
     params["pretrain"]["variants"] = {"mae": params["pretrain"]["variants"]["mae"]}
     params["refine"]["variants"] = {"mae_nna": params["refine"]["variants"]["mae_nna"]}
     write_params(root / "params.yaml", params)
-    (root / "dvc.yaml").write_text(tool([sys.executable, "-m", "pipeline.dag"], root).stdout)
+    write_dvc_yaml(root)
     tool(["git", "init", "-q"], root)
     tool(["git", "config", "user.email", "ci@example.invalid"], root)
     tool(["git", "config", "user.name", "ci"], root)

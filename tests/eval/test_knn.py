@@ -47,7 +47,7 @@ def scaled_problem(seed):
 
 
 def test_knn_protocols__definitions_match_the_references():
-    # MIM-Refiner (reference/mim_refiner.md 2.2): standardized, k=10, exp(sim/0.07); DINO eval_knn: k=20, T=0.07
+    # MIM-Refiner (src/metrics/knn.py): standardized, k=10, exp(sim/0.07); DINO eval_knn: k=20, T=0.07
     assert (KNN_PROTOCOLS["mim_refiner"].k, KNN_PROTOCOLS["mim_refiner"].temperature) == (10, 0.07)
     assert KNN_PROTOCOLS["mim_refiner"].standardize
     assert (KNN_PROTOCOLS["dino"].k, KNN_PROTOCOLS["dino"].temperature, KNN_PROTOCOLS["dino"].standardize) == (

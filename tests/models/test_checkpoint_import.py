@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
@@ -185,19 +186,26 @@ def test_pretrain_stage__bad_init_file_is_one_line_exit_2_and_nothing_written(wo
     assert not (work / "results/plots").exists()
 
 
-def test_dvc_stages__a_file_init_gets_its_own_entry_with_the_file_as_a_dep():
+def test_dvc_yaml__a_file_init_gets_its_own_entry_with_the_file_as_a_dep(tmp_path):
     """DVC: the file is a dep of its variant's entry only; a timm name is a params value, not a file dep."""
-    from pipeline import dag
+    from tests.conftest import copy_project, write_dvc_yaml
 
+    root = copy_project(tmp_path)
     p = tiny_params()
     p["pretrain"]["variants"]["mae"]["init"] = "checkpoints/mae.pth"
     p["pretrain"]["variants"]["mff"]["init"] = "timm:vit_base_patch16_224.mae"
-    assert dag.init_files(p) == {"mae": "checkpoints/mae.pth"}
-    entries = dag.dvc_stages(dag.STAGES["pretrain"], p)
-    assert list(entries) == ["pretrain", "pretrain-mae"]
-    assert entries["pretrain"]["matrix"]["variant"] == ["mff"]
-    assert entries["pretrain-mae"]["matrix"]["variant"] == ["mae"]
-    assert entries["pretrain-mae"]["deps"][-1] == "${pretrain.variants.mae.init}"
-    assert not any(d.startswith("${pretrain.variants") for d in entries["pretrain"]["deps"])
-    del p["pretrain"]["variants"]["mae"]["init"]  # no file: the one live matrix over the variants dict, as before
-    assert dag.dvc_stages(dag.STAGES["pretrain"], p)["pretrain"]["matrix"]["variant"] == "${pretrain.variants}"
+    write_params(root / "params.yaml", p)
+    (root / "checkpoints").mkdir()
+    (root / "checkpoints/mae.pth").write_bytes(b"")  # the dry run that writes dvc.yaml reads no weights
+    write_dvc_yaml(root)
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    assert stages["pretrain"]["foreach"] == {"mff-0": {"variant": "mff", "seed": "0"}}
+    assert stages["pretrain-mae"]["foreach"] == {"mae-0": {"variant": "mae", "seed": "0"}}
+    assert "checkpoints/mae.pth" in stages["pretrain-mae"]["do"]["deps"]
+    assert not any(d.startswith("checkpoints") for d in stages["pretrain"]["do"]["deps"])
+    del p["pretrain"]["variants"]["mae"]["init"]  # no file: the one matrix over the variants dict
+    write_params(root / "params.yaml", p)
+    write_dvc_yaml(root)
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    assert stages["pretrain"]["matrix"] == {"variant": "${pretrain.variants}", "seed": "${seeds}"}
+    assert "pretrain-mae" not in stages

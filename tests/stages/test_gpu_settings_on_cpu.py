@@ -1,7 +1,7 @@
 """The GPU path's settings exercised on CPU (issue 20): `runtime.compile: on` (torch.compile of the MAE forward)
 and `runtime.precision: bf16` (autocast) through pretrain, probe, refine (NNA and MoCo) and evaluate, each
 against the fp32 eager run of the same params. CUDA-only pieces (fused AdamW, GPU-resident batches) are listed in
-the README; they cannot run here."""
+docs/results.md; they cannot run here."""
 from __future__ import annotations
 
 import json
