@@ -7,7 +7,7 @@ Sections (a failing one records its error and the others still run; the files ar
   mae_vit_b16      MAE ViT-B/16, 224 px, mask 0.75, batch 256: images/s and peak memory of eager fp32, bf16 autocast,
                    and bf16 + torch.compile + fused AdamW, with ratios to eager fp32
   gpu_profile_mae  the GPU profile's encoder (profiles/gpu/params.yaml: ViT-T/4 on 28 px) pretraining at batch 2048
-  gpu_profile_nna  its NNA refinement step (pipeline/train/refine_step.py) at the profile's refine batch
+  gpu_profile_nna  its NNA refinement step (pipeline/models/refiner.py) at the profile's refine batch
   probe            the per-block k-NN probe over train/val-sized images against one plain forward pass over them
   chain            prepare -> pretrain -> probe -> refine -> evaluate of the GPU profile, shortened (gpu_chain.py)
 Training is timed through the pipeline's loop (pipeline/train/loop.py::fit) with the pipeline's model, step and
@@ -40,15 +40,16 @@ from pipeline.data.loader import DeviceImages, epoch_order  # noqa: E402
 from pipeline.eval.features import pooled_features  # noqa: E402
 from pipeline.eval.knn import knn_protocol  # noqa: E402
 from pipeline.eval.probe import probe_encoder  # noqa: E402
+from pipeline.models.classifier import layer_of  # noqa: E402
 from pipeline.models.mae import MaskedAutoencoder  # noqa: E402
 from pipeline.models.vit import ViTEncoder  # noqa: E402
 from pipeline.train import device as rt  # noqa: E402
-from pipeline.train.finetune import layer_of  # noqa: E402
 from pipeline.train.loop import fit  # noqa: E402
 from pipeline.train.mae_step import mae_step_fn  # noqa: E402
 from pipeline.train.optim import adamw, fused_supported, layer_decay_groups, param_groups  # noqa: E402
-from pipeline.train.queue import EMA  # noqa: E402
-from pipeline.train.refine_step import Refiner, head_blocks, refine_step_fn  # noqa: E402
+from pipeline.data.views import device_views  # noqa: E402
+from pipeline.models.queue import EMA  # noqa: E402
+from pipeline.models.refiner import Loss, Refiner, head_blocks, refine_step_fn  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -207,9 +208,9 @@ def section_gpu_profile_nna(n: dict, params: dict, device: torch.device) -> dict
     optimizer = torch.optim.AdamW(groups, lr=0.0, betas=(cfg["beta1"], cfg["beta2"]),
                                   fused=fused_supported(device.type))
     data = random_images(2 * batch, 28, 1, device, [0.5], [0.25])
-    step_fn = refine_step_fn(refiner, data, "nna", cfg["temperature"], cfg["global_scale_min"], cfg["local_crops"],
-                             tuple(cfg["local_scale"]), local_size=cfg["local_size"] or None,
-                             photometric=cfg["photometric"])
+    views = device_views(data, cfg["global_scale_min"], cfg["local_crops"], tuple(cfg["local_scale"]),
+                         cfg["local_size"] or None, cfg["photometric"])
+    step_fn = refine_step_fn(refiner, views, Loss("nna", cfg["temperature"]))
     try:
         rec = train_rate(refiner, step_fn, optimizer, len(data), batch, n["warmup"], n["steps"],
                          run_cfg["precision"], device, after_step=lambda: ema.update(encoder))

@@ -32,10 +32,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.analysis.deltas import paired_se
 from pipeline.atomic import atomic_path
 from pipeline.errors import ConfigError, DataError
-from pipeline.eval.selection import difference_se
+from pipeline.stats import difference_se, means_difference_se, paired_se
 
 REPORT_DIR = "results/report"
 METRIC_FILES = ("all_metrics.json", "metrics.json")  # newest first; the second only in commits before the first
@@ -156,7 +155,7 @@ def noise(metric: str, a: dict[str, float], b: dict[str, float]) -> tuple[float,
     """
     std = f"{metric}_std"
     if min(a.get("n", 1), b.get("n", 1)) >= 2 and std in a and std in b:
-        return math.sqrt(a[std] ** 2 / a["n"] + b[std] ** 2 / b["n"]), "seeds"
+        return means_difference_se(a[std], a["n"], b[std], b["n"]), "seeds"
     if re.fullmatch(r"fewshot_\d+", metric):
         split = re.compile(rf"{metric}_split\d+")
         shared = sorted(k for k in a if split.fullmatch(k) and k in b)

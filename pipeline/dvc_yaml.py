@@ -38,7 +38,9 @@ DATA = "results/data/${data.dataset}"  # prepare's folder, named by a params key
 # a wildcard's params axis in a DVC matrix
 AXES = {"variant": "pretrain.variants", "refined": "refine.variants", "seed": "seeds"}
 HEADER = ("# Written from rules/*.smk (the DAG's source of truth) and params.yaml by `python -m pipeline.dvc_yaml`,\n"
-          "# which `make run`, `make repro` and `make profile` call: edit the rules, not this file.\n")
+          "# which `make run`, `make repro` and `make profile` call: edit the rules, not this file. Each rule is one\n"
+          "# stage, a matrix over the params its wildcards come from; refine and evaluate_refined list their\n"
+          "# (refinement, seed) items instead, since a DVC matrix cannot look up a refinement's pretrained source.\n")
 
 # Top-level plots: one chart per quantity, every model's file in it (DVC's multi-file form: `y` maps each file to
 # its column), so `dvc plots diff A B` overlays two commits in each chart. {variant} / {refined} templates expand

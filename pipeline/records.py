@@ -1,5 +1,8 @@
-"""Per-row records (epochs of a training curve, blocks of a probe) as CSV text for `dvc plots`."""
+"""Per-row records (epochs of a training curve, blocks of a probe) as CSV text for `dvc plots`, and where a stage
+writes them."""
 from __future__ import annotations
+
+from pathlib import Path
 
 
 def records_csv(records: list[dict[str, float]]) -> str:
@@ -8,3 +11,9 @@ def records_csv(records: list[dict[str, float]]) -> str:
     lines = [",".join(header)]
     lines += [",".join(f"{r[h]:.6g}" for h in header) for r in records]
     return "\n".join(lines) + "\n"
+
+
+def plot_csv(plots: Path, kind: str, variant: str, seed: int | None) -> Path:
+    """A stage's plot data: results/plots/<kind>/<model>/seed<seed>.csv (<model>.csv without --seed), the same
+    seed level as its --out (results/<stage>/<model>/seed<seed>); a <kind> folder is one DVC plot of its files."""
+    return plots / kind / (f"{variant}/seed{seed}.csv" if seed is not None else f"{variant}.csv")

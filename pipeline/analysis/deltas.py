@@ -9,20 +9,10 @@ control (the pretrained encoder cut at the same depth, not trained; evaluate's c
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
-from pipeline.eval.selection import difference_se
+from pipeline.stats import difference_se, paired_se
 
 # the headline metrics compared (metrics.json keys of evaluate)
 COMPARED = ("knn_cls", "fewshot_1")
-
-
-def paired_se(runs_a: list[float], runs_b: list[float]) -> float:
-    """Standard error of the mean of per-split differences (0 with one split)."""
-    diff = np.asarray(runs_a) - np.asarray(runs_b)
-    return float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0
 
 
 def _fewshot_runs(details: dict, shots: str) -> list[float]:

@@ -277,7 +277,7 @@ SPECTRUM_PANELS = {"raw": "raw (uncentred)", "centred": "centred (Jing et al.)",
 def spectrum_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, styles: dict[str, ModelStyle],
                     stamp: str, embeddings: dict[str, list[pd.DataFrame]] | None = None) -> plt.Figure:
     """Singular values of each model's feature covariance, sorted, on a log scale (dimensional collapse shows as
-    a tail that drops toward 0): one column per preprocessing (raw, centred, standardized; analysis/geometry.py),
+    a tail that drops toward 0): one column per preprocessing (raw, centred, standardized; eval/geometry.py),
     the backbone feature in the top row and, given `embeddings`, refined models' embeddings (the last head's
     projector output) in a second row. The index axis is relative so features of different widths share a panel.
 

@@ -86,3 +86,20 @@ def block_spectra(encoder: ViTEncoder, data: DeviceImages, batch_size: int
         sums = curves if not sums else [s + c for s, c in zip(sums, curves)]
     means = [s / len(data) for s in sums]
     return means[:len(means) // 2], means[len(means) // 2:]
+
+
+def frequency_table(spectra: list[torch.Tensor], amplitudes: list[torch.Tensor], freqs: list[tuple[float, str]]
+                    ) -> tuple[str, dict]:
+    """The analyze stage's outputs of `block_spectra` at `diagonal_frequencies`: frequency.csv's text (block,
+    relative depth, frequency in units of π and its label, Δ log amplitude, linear amplitude) and frequency.json's
+    spectra (high_frequency: the Δ log amplitude at the highest frequency per block; the last block's linear
+    amplitude spectrum; the frequencies)."""
+    depth = len(spectra)
+    lines = ["block,relative_depth,frequency,frequency_label,dlog_amplitude,amplitude"]
+    for b, (curve, amp) in enumerate(zip(spectra, amplitudes)):
+        lines += [f"{b},{(b + 1) / depth:.6g},{rad / math.pi:.6g},{label},{float(v):.6g},{float(a):.6g}"
+                  for (rad, label), v, a in zip(freqs, curve, amp)]
+    return "\n".join(lines) + "\n", {
+        "high_frequency": [round(float(c[-1]), 6) for c in spectra],
+        "frequency_labels": [label for _, label in freqs], "frequencies_rad": [round(r, 6) for r, _ in freqs],
+        "last_block_amplitude": [round(float(a), 6) for a in amplitudes[-1]]}

@@ -1,15 +1,18 @@
-"""The comparison table: one row per model (each variant, random-init, raw pixels), one column per metric."""
+"""The comparison table: one row per model (each variant, random-init, raw pixels), one column per metric; and
+summary.md, its markdown rendering with the refinement and analyses tables."""
 from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.eval.selection import first_argmax
+from pipeline.analysis.deltas import deltas_markdown
+from pipeline.analysis.seeds import SPREAD_NOTE, markdown_with_spread
+from pipeline.stats import first_argmax, mean_se
 
 # accuracy-like columns are shown as percentages; the rest as numbers
 PERCENT_PREFIXES = ("knn", "linear", "fewshot", "kmeans_acc", "cluster_head_acc", "finetune", "val_knn")
 # after a number whose grid capped its val selection (pipeline/eval/selection.py; column edge_picks names the key)
 EDGE_MARK = "⚠"
-# the collapse analysis, each name saying its preprocessing (analysis/geometry.py); embedding_*: a refined model's
+# the collapse analysis, each name saying its preprocessing (eval/geometry.py); embedding_*: a refined model's
 # last head's projector output, the rest the backbone feature
 COLLAPSE_COLUMNS = tuple(f"{feature}{metric}_{how}" for feature in ("", "embedding_")
                          for metric in ("rankme", "hard_rank", "top_eigen_share")
@@ -45,8 +48,7 @@ def split_se(details: dict) -> dict[str, float]:
         runs = rec.get("runs", [])
         out.update({f"fewshot_{shots}_split{i}": r for i, r in enumerate(runs)})
         if len(runs) > 1:
-            mean = sum(runs) / len(runs)
-            out[f"fewshot_{shots}_split_se"] = (sum((r - mean) ** 2 for r in runs) / (len(runs) - 1) / len(runs)) ** 0.5
+            out[f"fewshot_{shots}_split_se"] = mean_se(runs)
     return out
 
 
@@ -120,3 +122,79 @@ def markdown_table(table: pd.DataFrame) -> str:
                 cells.append(str(int(v)) if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def numbers_only(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """model -> metric -> number, from the aggregated table: names and flags (summary.csv keeps them) and blanks
+    left out, so every metrics column is numeric and means one thing."""
+    return {row["model"]: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()
+                           if k != "model" and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+            for row in table.to_dict("records")}
+
+
+SUMMARY_HEADER = """# Summary
+
+Accuracies in %. knn_cls and knn_mean_patch (the headline k-NN protocol, params evaluate.knn_headline), knn_dino_cls
+(DINO's protocol: k 20, T 0.07, raw features), linear, fewshot_<shots> (mean over the fixed splits), kmeans_* and
+finetune are on the test split, with hyperparameters chosen on the validation split (⚠: a grid capped the pick;
+edge_picks names the key to widen). val_knn_* is the probe's per-block k-NN (CLS, headline protocol) on the
+validation split, blocks 0-based; refine_nn_accuracy is the NN-retrieval accuracy at the end of refinement.
+cluster_head_* (cc refinements only): the cluster head's own argmax assignments on test, scored like kmeans_*.
+Collapse analysis on a val subset of the evaluated feature: rankme_raw is RankMe as its paper defines it (the
+effective rank of the raw features' singular values; 1 = collapsed), uniformity log E exp(-2 d²) on L2-normalized
+features (0 = collapsed, lower = more spread); the analyses section below has RankMe of the centred and
+standardized features too. summary.csv has every column (both protocols, NMI, hard ranks, alignment, the Fourier
+statistics, the refinement's deltas and the online and cut-only-control metrics).
+
+"""
+
+REFINEMENT_HEADER = """
+## Refinement against its controls
+
+Differences in accuracy points, ± one standard error (binomial for k-NN on the test split and for the val k-NN;
+over the fixed splits for 1-shot). vs pretrained: the same protocols on the encoder refinement started from;
+val k-NN vs best block: the refined model's last block against the pretrained encoder's best block (the probe,
+CLS, validation split); vs cut-only control: the pretrained encoder cut at the refined depth and not trained
+(only for a cut encoder, refine.depth); EMA pretrained share: the weight of the pretrained encoder left in the
+EMA that model.pt holds; k-NN EMA / online: test k-NN of the evaluated EMA encoder and of the online one.
+
+"""
+
+# (its "analysis/geometry.py" is now pipeline/eval/geometry.py; the text is part of summary.md's bytes, so it is
+# left as committed until the next change of the results)
+ANALYSES_HEADER = """
+## Collapse, frequency and hardness analyses
+
+Collapse (val subset; analysis/geometry.py): rankme_<p> is RankMe of the features after preprocessing p: raw (as
+they are: RankMe's definition, Garrido et al. 2023), centred (minus the mean feature) or standardized (centred,
+each channel divided by its std, so a few high-variance channels cannot dominate). top_eigen_share_<p> is the
+largest eigenvalue's share of the covariance spectrum of the L2-normalized features after p (centred: Jing et al.
+2022's spectrum); 1/width is flat, 1 is one direction. Columns without a prefix are the backbone feature the
+protocols read; embedding_* is a refined model's embedding (the projector output of its last head block, where its
+loss acts; spectrum.png's lower row). Frequency (pretrained encoders; analyze): the last block's linear Fourier
+amplitude along the diagonal of the token grid, absolute, at frequency 0 (amplitude_f0_last) and at the highest
+frequency 2π·floor(n/2)/n of the n x n grid (amplitude_fmax_last; 6π/7 on 7 x 7), and the Δ log amplitude there
+relative to frequency 0 (dlogamp_fmax_last); frequency.png's last panel draws the whole spectrum. Hardness
+(MoCHi, Kalantidis et al. 2020): refine_neg_top1_share / top5 the share of the negatives' softmax mass held by the
+hardest 1% / 5% of them in the last epoch (the queue for moco/mochi, the batch for nna/nnclr);
+negatives_top_share.png draws it per epoch.
+
+"""
+
+# columns left out of summary.md's main table (the refinement table or summary.csv has them)
+MD_HIDDEN = ("d_", "online_", "control_", "knn_mim_refiner_", "knn_dino_mean_patch", "rankme_centred",
+             "rankme_standardized", "hard_rank_", "top_eigen_share_", "embedding_", "amplitude_", "refine_neg_top")
+MD_HIDDEN_COLS = {"kmeans_nmi", "cluster_head_nmi", "cluster_head_used", "refine_cluster_entropy", "hard_rank",
+                  "alignment", "dlogamp_fmax_last", "objective", "pretrained", "depth", "first_head_block",
+                  "ema_pretrained_share", "refine_pos_mass", "test_size", "val_size"}
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """summary.md from the aggregated table: the headline columns (summary.csv and metrics.json keep every one),
+    the refinement table and the analyses table, each after its header."""
+    main_cols = [c for c in table if not c.startswith(MD_HIDDEN) and c.removesuffix("_std") not in MD_HIDDEN_COLS
+                 and "_split" not in c]
+    analysis_cols = ["model", *(c for c in table if c.removesuffix("_std") in ANALYSIS_COLUMNS)]
+    return (SUMMARY_HEADER + SPREAD_NOTE + markdown_with_spread(table[main_cols], markdown_table)
+            + REFINEMENT_HEADER + deltas_markdown(table.to_dict("records")) + ANALYSES_HEADER
+            + markdown_with_spread(table[analysis_cols], markdown_table))

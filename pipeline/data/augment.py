@@ -1,14 +1,20 @@
-"""Batched augmentation on tensors, so small datasets stay on the GPU with no host round trip."""
+"""Batched augmentation on tensors, so small datasets stay on the GPU with no host round trip; and fine-tuning's
+per-image RandAugment (timm's, on the host) with random erasing (on the device)."""
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
 
 from pipeline import distributed
+from pipeline.data.loader import DeviceImages
 
 
 def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3),
@@ -199,3 +205,63 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, num_classes: int, mixu
     else:
         images = lam * images + (1 - lam) * flipped
     return images, lam * targets + (1 - lam) * targets.flip(0)
+
+
+def random_erase(images: torch.Tensor, prob: float, area: tuple[float, float] = (0.02, 1 / 3),
+                 ratio: tuple[float, float] = (0.3, 1 / 0.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020; timm's RandomErasing, mode "pixel", one box): with probability `prob`
+    per image, a box of area fraction U(area) and log-uniform aspect ratio is filled with N(0, 1) noise.
+
+    timm redraws a box that does not fit (up to 10 times); here its sides are clipped to the image instead, so one
+    draw per image suffices and the batch stays on the device.
+
+    Args:
+        images: [B, C, H, W] normalized images (the noise is in normalized units, as timm's).
+    Returns:
+        [B, C, H, W], a new tensor.
+    """
+    b, _, h, w = images.shape
+    r = torch.rand(b, 5, device=images.device)
+    frac = area[0] + (area[1] - area[0]) * r[:, 0]
+    aspect = torch.exp(np.log(ratio[0]) + (np.log(ratio[1]) - np.log(ratio[0])) * r[:, 1])
+    eh = torch.sqrt(frac * h * w * aspect).round().clamp(1, h)
+    ew = torch.sqrt(frac * h * w / aspect).round().clamp(1, w)
+    top, left = ((h - eh + 1) * r[:, 2]).floor(), ((w - ew + 1) * r[:, 3]).floor()
+    rows = torch.arange(h, device=images.device).view(1, h, 1)
+    cols = torch.arange(w, device=images.device).view(1, 1, w)
+    box = ((rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1)) & (cols >= left.view(b, 1, 1))
+           & (cols < (left + ew).view(b, 1, 1)) & (r[:, 4] < prob).view(b, 1, 1))
+    return torch.where(box[:, None], torch.randn_like(images), images)
+
+
+def rand_augment_fn(config: str, img_size: int, mean: list[float]) -> Callable[[Image.Image], Image.Image]:
+    """timm's RandAugment for `config` (e.g. "rand-m9-mstd0.5-inc1") with the hparams `create_transform` passes:
+    translations up to 45% of the side, the dataset mean as fill, bicubic resampling (MAE's interpolation)."""
+    return rand_augment_transform(config, {"translate_const": int(img_size * 0.45),
+                                           "img_mean": tuple(min(255, round(255 * m)) for m in mean),
+                                           "interpolation": Image.BICUBIC})
+
+
+def rand_augment_batch(images: torch.Tensor, data: DeviceImages, transform: Callable[[Image.Image], Image.Image]
+                       ) -> torch.Tensor:
+    """Apply a PIL transform to each normalized image [B, C, H, W] (via uint8 on the host) and renormalize.
+
+    timm's ops draw from Python's and NumPy's global generators; they are seeded here from torch's (which the
+    loop's checkpoints restore) and then restored, so a run is reproducible and nothing else sees the draws.
+    """
+    pixels = (images * data.std + data.mean).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    saved = random.getstate(), np.random.get_state()
+    seed = int(torch.randint(2**31 - 1, (1,)))
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        out = []
+        for p in pixels:  # grayscale goes through RGB: timm's fills are RGB triples
+            img = Image.fromarray(p[..., 0], "L").convert("RGB") if p.shape[-1] == 1 else Image.fromarray(p, "RGB")
+            res = np.asarray(transform(img).convert("L" if p.shape[-1] == 1 else "RGB"))
+            out.append(res.reshape(p.shape))
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+    batch = torch.from_numpy(np.stack(out)).to(images.device).permute(0, 3, 1, 2).float()
+    return (batch - data.mean) / data.std

@@ -6,15 +6,10 @@ from typing import Callable
 
 import torch
 
-from pipeline.analysis.geometry import geometry
 from pipeline.data.augment import random_resized_crop
 from pipeline.data.loader import DeviceImages
 from pipeline.data.splits import stratified_subset
-from pipeline.errors import CheckpointError
-from pipeline.models.heads import mlp
-from pipeline.models.vit import ViTEncoder
-from pipeline.train.checkpoint import load_module_state
-from pipeline.train.refine_step import head_features
+from pipeline.eval.geometry import geometry
 
 LOG_FLOOR = 1.0e-30  # singular values of exactly 0 are drawn at this floor on the log scale
 EMBEDDING = "embedding"  # a refined model's projector output of its last head block (where its loss acts)
@@ -54,33 +49,3 @@ def embedding_metrics(scalars: dict[str, float]) -> dict[str, float]:
     """The collapse metrics of a refined model's embedding, named as such ("embedding_rankme_raw"); the backbone
     feature's keep their plain names."""
     return {f"{EMBEDDING}_{k}": v for k, v in scalars.items()}
-
-
-def last_head_embedding(ckpt: dict, source: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
-    """The embedding of a refined model.pt: the online encoder's CLS feature of the last head block (raw block
-    output, or through the final norm at the encoder's last block, as refinement reads it) through that head's
-    projector in eval mode (BatchNorm on its running statistics).
-
-    Returns:
-        (normalized images [B, C, H, W] -> embeddings [B, out] (call under no_grad; modules on the images' device),
-        the 0-based head block).
-    """
-    refiner, blocks = ckpt["refiner"], ckpt["head_blocks"]
-    head = len(blocks) - 1
-    prefix = f"heads.{head}.projector."
-    state = {k.removeprefix(prefix): v for k, v in refiner.items() if k.startswith(prefix)}
-    linears = sorted(int(k.split(".")[0]) for k in state if k.endswith("weight") and state[k].ndim == 2)
-    if not linears:
-        raise CheckpointError(f"{source}: refiner state has no {prefix}* weights (not a refined model.pt?)")
-    dims = [state[f"{linears[0]}.weight"].shape[1]] + [state[f"{i}.weight"].shape[0] for i in linears]
-    projector = mlp(dims)
-    load_module_state(projector, state, f"{source}:{prefix}")
-    encoder = ViTEncoder(**ckpt["arch"])
-    load_module_state(encoder, ckpt["online_encoder"], f"{source}:online_encoder")
-    encoder.eval(), projector.eval()
-
-    def embed(images: torch.Tensor) -> torch.Tensor:
-        encoder.to(images.device), projector.to(images.device)
-        return projector(head_features(encoder, images, blocks)[-1].float())
-
-    return embed, blocks[-1]

@@ -11,8 +11,8 @@ from pipeline.data.prepared import Prepared
 from pipeline.data.splits import stratified_subset
 from pipeline.eval.features import block_features
 from pipeline.eval.knn import KnnProtocol, protocol_accuracy
-from pipeline.eval.selection import binomial_se, within_one_se
-from pipeline.models.vit import ViTEncoder
+from pipeline.models.vit import POOLS, ViTEncoder
+from pipeline.stats import binomial_se, first_argmax, within_one_se
 
 
 def probe_blocks(bank: dict[str, torch.Tensor], bank_y: torch.Tensor, query: dict[str, torch.Tensor],
@@ -67,6 +67,17 @@ def select_block(curve: list[float], n_val: int, rule: str) -> dict:
     block = choice[rule]
     return {"rule": rule, "block": block, "depth": block + 1, "best_block": best, "se": se, "tied_blocks": tied,
             "edge": block in (0, len(curve) - 1)}
+
+
+def probe_metrics(curves: dict[str, list[float]], choice: dict) -> dict[str, float]:
+    """The probe's metrics.json: the chosen depth and block, the number of tied blocks, and per pool the best
+    accuracy, its block and the last block's accuracy (no timings: reruns must write identical bytes)."""
+    metrics = {"depth": choice["depth"], "block": choice["block"], "n_tied": len(choice["tied_blocks"])}
+    for pool in POOLS:
+        best = first_argmax(curves[pool])
+        metrics.update({f"knn_{pool}_best": round(curves[pool][best], 6), f"knn_{pool}_best_block": best,
+                        f"knn_{pool}_last": round(curves[pool][-1], 6)})
+    return metrics
 
 
 def probe_encoder(encoder: ViTEncoder, bank: DeviceImages, query: DeviceImages, protocol: KnnProtocol,

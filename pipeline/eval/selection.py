@@ -19,39 +19,12 @@ Rules:
 from __future__ import annotations
 
 import logging
-import math
+
+from pipeline.stats import within_one_se
 
 log = logging.getLogger(__name__)
 
 GRID_RULES = ("argmax", "one_se")
-
-
-def binomial_se(accuracy: float, n: int) -> float:
-    """Standard error sqrt(p (1 - p) / n) of an accuracy p measured on n independent images."""
-    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / n)
-
-
-def difference_se(a: float, n_a: int, b: float, n_b: int) -> float:
-    """Standard error of a - b for accuracies on n_a and n_b images, treated as independent (conservative when both
-    models saw the same images)."""
-    return math.hypot(binomial_se(a, n_a), binomial_se(b, n_b))
-
-
-def first_argmax(scores: list[float]) -> int:
-    """The index of the best score; exact ties go to the first (the shallower block, the smaller grid value)."""
-    return max(range(len(scores)), key=lambda i: (scores[i], -i))
-
-
-def within_one_se(scores: list[float], n: int) -> tuple[int, float, list[int]]:
-    """The best of `scores` (accuracies on the same n images), its standard error, and every index within it.
-
-    Returns:
-        (index of the best score, the first on exact ties; its binomial SE; ascending indices i with
-        scores[i] >= best - SE, the best included).
-    """
-    best = first_argmax(scores)
-    se = binomial_se(scores[best], n)
-    return best, se, [i for i, s in enumerate(scores) if s >= scores[best] - se]
 
 
 def grid_pick(scores: dict[float, float], key: str, n: int, rule: str = "argmax") -> dict:

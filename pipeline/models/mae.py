@@ -5,6 +5,7 @@ Conventions: in `mask`, 0 is keep and 1 is remove, in the original patch order.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from functools import partial
 
 import torch
@@ -114,3 +115,32 @@ class MaskedAutoencoder(nn.Module):
     def fusion_weights(self) -> list[float]:
         """The MFF softmax weights per fused block, or [] for plain MAE."""
         return [] if self.fusion is None else self.fusion.weights().tolist()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """params `model` (params.schema.yaml has each key), typed: the encoder's and the decoder's sizes."""
+
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    decoder_embed_dim: int
+    decoder_depth: int
+    decoder_num_heads: int
+
+    @classmethod
+    def from_params(cls, cfg: dict) -> ModelSpec:
+        """The spec of params `model`, its values as the params file gives them (they go into model.pt's arch)."""
+        return cls(**{f.name: cfg[f.name] for f in fields(cls)})
+
+    def encoder(self, img_size: int, in_chans: int) -> ViTEncoder:
+        """A freshly initialized encoder for square images of side `img_size` with `in_chans` channels."""
+        return ViTEncoder(img_size, self.patch_size, in_chans, self.embed_dim, self.depth, self.num_heads,
+                          self.mlp_ratio)
+
+    def autoencoder(self, encoder: ViTEncoder, fuse_blocks: list[int], fusion: str) -> MaskedAutoencoder:
+        """MAE (or MFF-MAE with `fuse_blocks`) around `encoder`, with a freshly initialized decoder."""
+        return MaskedAutoencoder(encoder, self.decoder_embed_dim, self.decoder_depth, self.decoder_num_heads,
+                                 self.mlp_ratio, fuse_blocks, fusion)

@@ -5,7 +5,7 @@ embeddings of two views (each view's positive is the other view of its image, it
 views). Cluster level: the same NT-Xent over the 2M columns of the two views' [N, M] assignment matrices (column k
 of one view is positive with column k of the other), plus, per view, log M - H(P) of the assignment marginal
 P(k) = sum_i Y[i, k] / sum Y, which is 0 for a uniform marginal and log M when every sample sits in one cluster.
-Gradients flow through every input; gathering over ranks happens in train/ (the cluster terms need the global
+Gradients flow through every input; `cc_terms` gathers the views over ranks (the cluster terms need the global
 batch, the instance term takes the global batch and scores this rank's rows).
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from pipeline import distributed
 
 
 def nt_xent_logits(a: torch.Tensor, b: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,3 +87,30 @@ def cluster_loss(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.
         raise ValueError(f"the two views' assignments must share one [N, M] shape, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
     return nt_xent_loss(a.T, b.T, temperature) + marginal_entropy_gap(a) + marginal_entropy_gap(b)
+
+
+def cc_terms(z: torch.Tensor, y: torch.Tensor, pairs: list[tuple[int, int]], temperature: float,
+             cluster_temperature: float) -> tuple[list[torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """Contrastive Clustering's loss terms of one head, per view pair (a, c).
+
+    Args:
+        z: [V, B, out] projections (the instance head) of this rank's views.
+        y: [V, B, M] cluster probabilities of the same views.
+    Returns:
+        (terms, pos_mass, {"cluster_entropy"}): per pair, the instance NT-Xent of this rank's rows against the
+        global batch plus the cluster loss of the global batch (the same on every rank: its column contrast and
+        marginal need every sample; DDP's mean of the ranks' gradients is then the global loss's); the positive's
+        softmax mass for views (0, 1); H(P) / log M of view 0's marginal (1 = balanced, 0 = one cluster).
+    """
+    b = z.shape[1]
+    offset = distributed.world().rank * b
+    zs = [distributed.gather(t, grad=True) for t in z]
+    ys = [distributed.gather(t, grad=True) for t in y]
+    terms = [nt_xent_loss(zs[a], zs[c], temperature, offset, b) + cluster_loss(ys[a], ys[c], cluster_temperature)
+             for a, c in pairs]
+    with torch.no_grad():
+        logits, positive = nt_xent_logits(zs[0], zs[1], temperature)
+        rows = torch.arange(offset, offset + b, device=logits.device)
+        align = torch.softmax(logits[rows], 1).gather(1, positive[rows, None]).mean()
+        balance = 1 - marginal_entropy_gap(ys[0]) / math.log(ys[0].shape[1])
+    return terms, align, {"cluster_entropy": balance}

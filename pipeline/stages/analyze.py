@@ -9,10 +9,9 @@ frequencies).
 from __future__ import annotations
 
 import logging
-import math
 import sys
 
-from pipeline.analysis.frequency import block_spectra, diagonal_frequencies
+from pipeline.analysis.frequency import block_spectra, diagonal_frequencies, frequency_table
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import DeviceImages
 from pipeline.data.prepared import load_prepared
@@ -45,21 +44,13 @@ def main(argv: list[str] | None = None) -> None:
 
     with rt.autocast(device, run_cfg["precision"]):
         spectra, amplitudes = block_spectra(encoder.to(device), val, cfg["batch_size"])
-    depth, grid = len(spectra), int(encoder.num_patches ** 0.5)
+    grid = int(encoder.num_patches ** 0.5)
     freqs = diagonal_frequencies(grid)
-    lines = ["block,relative_depth,frequency,frequency_label,dlog_amplitude,amplitude"]
-    for b, (curve, amp) in enumerate(zip(spectra, amplitudes)):
-        lines += [f"{b},{(b + 1) / depth:.6g},{rad / math.pi:.6g},{label},{float(v):.6g},{float(a):.6g}"
-                  for (rad, label), v, a in zip(freqs, curve, amp)]
-    write_text(args.out / "frequency.csv", "\n".join(lines) + "\n")
-    high = [round(float(c[-1]), 6) for c in spectra]
-    last = [round(float(a), 6) for a in amplitudes[-1]]
-    write_json(args.out / "frequency.json", {
-        "variant": args.variant, "images": len(val), "grid": grid, "high_frequency": high,
-        "frequency_labels": [label for _, label in freqs], "frequencies_rad": [round(r, 6) for r, _ in freqs],
-        "last_block_amplitude": last})
-    log.info("Δ log amplitude at %s per block: %s; last block's linear amplitude at %s: %s", freqs[-1][1], high,
-             [label for _, label in freqs], last)
+    csv, record = frequency_table(spectra, amplitudes, freqs)
+    write_text(args.out / "frequency.csv", csv)
+    write_json(args.out / "frequency.json", {"variant": args.variant, "images": len(val), "grid": grid, **record})
+    log.info("Δ log amplitude at %s per block: %s; last block's linear amplitude at %s: %s", freqs[-1][1],
+             record["high_frequency"], record["frequency_labels"], record["last_block_amplitude"])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from pipeline.eval.features import pooled_features
 from pipeline.eval.knn import knn_protocol
 from pipeline.eval.probe import block_rows, probe_encoder, probe_splits
 from pipeline.eval.suite import flat_metrics, frozen_protocols
-from pipeline.models.vit import POOLS, ViTEncoder, pool_tokens
+from pipeline.models.mae import ModelSpec
+from pipeline.models.vit import POOLS, pool_tokens
 from pipeline.records import records_csv
 from pipeline.stages.runner import load_stage_params, run, stage_parser
 from pipeline.train import device as rt
@@ -37,14 +38,14 @@ def main(argv: list[str] | None = None) -> None:
     })
     args = parser.parse_args(argv)
     p = load_stage_params("baselines", PARAMS, args.params)
-    run_cfg, cfg, m = p["runtime"], p["evaluate"], p["model"]
+    run_cfg, cfg = p["runtime"], p["evaluate"]
 
     device = rt.setup_runtime(run_cfg, p["seed"])
     data = load_prepared(args.data)
     splits = device_splits(data, device)
     labels = {s: d.labels for s, d in splits.items()}
     c, h, _ = data.image_shape
-    encoder = ViTEncoder(h, m["patch_size"], c, m["embed_dim"], m["depth"], m["num_heads"], m["mlp_ratio"]).to(device)
+    encoder = ModelSpec.from_params(p["model"]).encoder(h, c).to(device)
     features = {
         "pixels": {s: {pool: d.batch(slice(None)).flatten(1) for pool in POOLS} for s, d in splits.items()},
         "random-init": {s: pooled_features(encoder, d, cfg["batch_size"]) for s, d in splits.items()},

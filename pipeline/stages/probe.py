@@ -17,11 +17,9 @@ import time
 from pipeline.atomic import write_json, write_text
 from pipeline.data.prepared import load_prepared
 from pipeline.eval.knn import knn_protocol
-from pipeline.eval.probe import block_rows, probe_encoder, probe_splits, select_block
-from pipeline.eval.selection import first_argmax
-from pipeline.models.vit import POOLS
-from pipeline.records import records_csv
-from pipeline.stages.runner import load_stage_params, plot_csv, run, stage_parser
+from pipeline.eval.probe import block_rows, probe_encoder, probe_metrics, probe_splits, select_block
+from pipeline.records import plot_csv, records_csv
+from pipeline.stages.runner import load_stage_params, run, stage_parser
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import load_encoder
 
@@ -63,12 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         "select": cfg["select"], "select_feature": cfg["select_feature"],
         **{k: choice[k] for k in ("block", "depth", "best_block", "se", "tied_blocks", "edge")},
         "bank_size": len(bank), "val_size": len(val)})
-    metrics = {"depth": choice["depth"], "block": choice["block"], "n_tied": len(choice["tied_blocks"])}
-    for pool in POOLS:  # no timings here: reruns must write identical bytes
-        best = first_argmax(curves[pool])
-        metrics.update({f"knn_{pool}_best": round(curves[pool][best], 6), f"knn_{pool}_best_block": best,
-                        f"knn_{pool}_last": round(curves[pool][-1], 6)})
-    write_json(args.out / "metrics.json", metrics)
+    write_json(args.out / "metrics.json", probe_metrics(curves, choice))
     log.info("chosen block %d of %d (%s on %s; tied within one SE %.4f of the best: %s)", choice["block"],
              encoder.depth, cfg["select"], cfg["select_feature"], choice["se"], choice["tied_blocks"])
 

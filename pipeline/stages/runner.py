@@ -52,12 +52,6 @@ def load_stage_params(stage: str, keys: tuple[str, ...], path: str, variant: str
     return selected
 
 
-def plot_csv(plots: Path, kind: str, variant: str, seed: int | None) -> Path:
-    """A stage's plot data: results/plots/<kind>/<model>/seed<seed>.csv (<model>.csv without --seed), the same
-    seed level as its --out (results/<stage>/<model>/seed<seed>); a <kind> folder is one DVC plot of its files."""
-    return plots / kind / (f"{variant}/seed{seed}.csv" if seed is not None else f"{variant}.csv")
-
-
 def fingerprint(*parts: object) -> str:
     """A short stable hash of JSON-able parts (params, input hashes): tags resumable checkpoints."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

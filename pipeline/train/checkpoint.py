@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import CheckpointError
 from pipeline.models.vit import ViTEncoder
+from pipeline.models.weights import load_module_state
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +52,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of state, found {type(state).__name__}")
     return state
-
-
-def load_module_state(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state_dict` strictly, turning a key or shape mismatch into a one-line CheckpointError."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    shapes = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
-    if missing or unexpected or shapes:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
-                  else f"shape of {shapes[0]}: {tuple(state_dict[shapes[0]].shape)} vs {tuple(own[shapes[0]].shape)}")
-        raise CheckpointError(f"{source}: checkpoint does not fit the model architecture ({detail})")
-    module.load_state_dict(state_dict)
 
 
 class Checkpointer:

@@ -83,53 +83,17 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
         DivergenceError: the loss became non-finite; names the step and the last good checkpoint.
     """
     extra_state = extra_state or {}
-    result, start_epoch, step = FitResult(), 0, 0
-    saved = checkpointer.load() if checkpointer else None
-    if saved is not None:
-        load_module_state(model, saved["model"], str(checkpointer.path))
-        optimizer.load_state_dict(saved["optimizer"])
-        for name, module in extra_state.items():
-            load_module_state(module, saved["extra"][name], f"{checkpointer.path}:{name}")
-        start_epoch, step, result.history = saved["epoch"], saved["step"], list(saved["history"])
-        result.resumed_from_epoch = start_epoch
-        log.info("resumed from %s at epoch %d (step %d)", checkpointer.path, start_epoch, step)
-    last_good = f"{checkpointer.path} (epoch {start_epoch})" if saved else "none"
+    result, start_epoch, step = _resume(checkpointer, model, optimizer, extra_state)
+    last_good = f"{checkpointer.path} (epoch {start_epoch})" if result.resumed_from_epoch else "none"
     main = distributed.world().main
     step_module = distributed.ddp(_Step(model, step_fn))
     for epoch in range(start_epoch, epochs):
         torch.manual_seed(seed * 100_003 + epoch_offset + epoch)
         model.train()
-        sums: dict[str, torch.Tensor] = {}
-        bad_step = None
-        n_steps = images = 0
         t0 = time.perf_counter()
-        for batch in batches(epoch_offset + epoch):
-            lr = lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-            with autocast() if autocast else torch.autocast("cpu", enabled=False):
-                loss, metrics = step_module(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if after_step:
-                after_step()
-            if bad_step is None:
-                bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
-            # first non-finite step, kept on the device: no host sync per step
-            newly_bad = ~torch.isfinite(loss.detach()) & (bad_step < 0)
-            bad_step = torch.where(newly_bad, torch.full_like(bad_step, step), bad_step)
-            for k, v in {"loss": loss.detach(), **metrics}.items():
-                sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
-            step += 1
-            n_steps += 1
-            n_img = len(batch[-1]) if isinstance(batch, (tuple, list)) else len(batch)  # tuples end per sample
-            images += n_img
-            if on_step and main:
-                on_step(n_img)
-            if step % check_every == 0 or n_steps == 1:
-                _raise_if_diverged(bad_step, last_good)
-        _raise_if_diverged(bad_step, last_good)
+        sums, n_steps, images, step = _run_epoch(step_module, batches(epoch_offset + epoch), optimizer, lr_at, step,
+                                                 autocast, after_step, on_step if main else None, check_every,
+                                                 last_good)
         seconds = time.perf_counter() - t0
         record = _epoch_record(epoch, step, sums, n_steps, lr_at(max(step - 1, 0)), images, seconds)
         record = distributed.mean_over_ranks(record) | {"epoch": epoch + 1, "step": step}
@@ -144,6 +108,60 @@ def fit(model: nn.Module, step_fn: StepFn, batches: Callable[[int], Iterable[Any
             last_good = f"{checkpointer.path} (epoch {epoch + 1})"
     result.steps = step
     return result
+
+
+def _resume(checkpointer: Checkpointer | None, model: nn.Module, optimizer: torch.optim.Optimizer,
+            extra_state: dict[str, nn.Module]) -> tuple[FitResult, int, int]:
+    """(the result so far, the epoch and the global step to start from): this run's saved state, if any, loaded."""
+    result = FitResult()
+    saved = checkpointer.load() if checkpointer else None
+    if saved is None:
+        return result, 0, 0
+    load_module_state(model, saved["model"], str(checkpointer.path))
+    optimizer.load_state_dict(saved["optimizer"])
+    for name, module in extra_state.items():
+        load_module_state(module, saved["extra"][name], f"{checkpointer.path}:{name}")
+    result.history, result.resumed_from_epoch = list(saved["history"]), saved["epoch"]
+    log.info("resumed from %s at epoch %d (step %d)", checkpointer.path, saved["epoch"], saved["step"])
+    return result, saved["epoch"], saved["step"]
+
+
+def _run_epoch(step_module: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimizer,
+               lr_at: Callable[[int], float], step: int, autocast: Callable[[], Any] | None,
+               after_step: Callable[[], None] | None, on_step: Callable[[int], None] | None, check_every: int,
+               last_good: str) -> tuple[dict[str, torch.Tensor], int, int, int]:
+    """One epoch of optimizer steps: (summed metrics, steps, images, the global step after it)."""
+    sums: dict[str, torch.Tensor] = {}
+    bad_step = None
+    n_steps = images = 0
+    for batch in batches:
+        lr = lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+            loss, metrics = step_module(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if after_step:
+            after_step()
+        if bad_step is None:
+            bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        # first non-finite step, kept on the device: no host sync per step
+        newly_bad = ~torch.isfinite(loss.detach()) & (bad_step < 0)
+        bad_step = torch.where(newly_bad, torch.full_like(bad_step, step), bad_step)
+        for k, v in {"loss": loss.detach(), **metrics}.items():
+            sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
+        step += 1
+        n_steps += 1
+        n_img = len(batch[-1]) if isinstance(batch, (tuple, list)) else len(batch)  # tuples end per sample
+        images += n_img
+        if on_step:
+            on_step(n_img)
+        if step % check_every == 0 or n_steps == 1:
+            _raise_if_diverged(bad_step, last_good)
+    _raise_if_diverged(bad_step, last_good)
+    return sums, n_steps, images, step
 
 
 def _raise_if_diverged(bad_step: torch.Tensor | None, last_good: str) -> None:

@@ -25,7 +25,7 @@ from tests.dag.test_e2e import dvc_stale, snakemake_planned
 from tests.dag.test_parity import BIN, tool
 
 REFINED = "results/refine/mae_nna/seed0"
-REFINE_STAGE = "refine-mae@mae_nna-0"  # dvc.yaml groups refinements by pretrained source
+REFINE_STAGE = "refine@mae_nna-0"  # dvc.yaml: a foreach over (refinement, seed) items
 STALE_NOTE = "note: removed a stale Snakemake lock left by a killed run (no other run holds .pipeline.lock)"
 
 

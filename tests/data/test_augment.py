@@ -9,7 +9,7 @@ import torch
 
 from pipeline.data.augment import BYOL_VIEWS, blur_kernel_size, photometric, random_resized_crop
 from pipeline.data.loader import DeviceImages
-from pipeline.train.refine_step import device_views
+from pipeline.data.views import device_views
 
 
 def test_random_resized_crop__full_scale_square_no_flip_is_identity():

@@ -1,5 +1,4 @@
-"""RankMe and the covariance spectrum under each preprocessing, on matrices whose spectra are known by hand, and the
-refined model's embedding (its last head's projector output)."""
+"""RankMe and the covariance spectrum under each preprocessing, on matrices whose spectra are known by hand."""
 from __future__ import annotations
 
 import math
@@ -7,10 +6,8 @@ import math
 import pytest
 import torch
 
-from pipeline.analysis.geometry import covariance_spectrum, preprocess, rankme, spectral_collapse
-from pipeline.eval.collapse import embedding_metrics, last_head_embedding
-from pipeline.models.vit import ViTEncoder
-from pipeline.train.refine_step import Refiner, head_features
+from pipeline.eval.collapse import embedding_metrics
+from pipeline.eval.geometry import covariance_spectrum, preprocess, rankme, spectral_collapse
 
 
 def test_rankme__three_orthogonal_rows_are_rank_three_raw_and_two_centred():
@@ -72,21 +69,3 @@ def test_preprocess__unknown_name():
 def test_embedding_metrics__are_named_as_the_embeddings():
     assert embedding_metrics({"rankme_raw": 2.0, "uniformity": -1.0}) == {"embedding_rankme_raw": 2.0,
                                                                          "embedding_uniformity": -1.0}
-
-
-@pytest.mark.parametrize("blocks", [[1, 2], [0, 1]])
-def test_last_head_embedding__is_the_last_heads_projector_of_the_online_encoder(blocks):
-    torch.manual_seed(0)
-    encoder = ViTEncoder(16, 4, 1, 32, 3, 2)
-    refiner = Refiner(encoder, blocks, 24, 8, 16, 10, 1)
-    refiner.train()
-    refiner.heads[-1](torch.randn(6, 32))  # move the BatchNorm running statistics off their start
-    refiner.eval()
-    ckpt = {"arch": dict(encoder.arch), "head_blocks": blocks, "online_encoder": encoder.state_dict(),
-            "refiner": refiner.state_dict()}
-    embed, block = last_head_embedding(ckpt, "model.pt")
-    images = torch.randn(5, 1, 16, 16)
-    with torch.no_grad():
-        expected = refiner.heads[-1].projector(head_features(encoder, images, blocks)[-1])
-        torch.testing.assert_close(embed(images), expected)
-    assert block == blocks[-1] and embed(images).shape == (5, 8)

@@ -1,4 +1,4 @@
-"""Selections on val: the grid pick, its edge flag and warning, the one-standard-error rule, a one-value grid."""
+"""Selections on val: the grid pick, its edge flag and warning, a one-value grid."""
 from __future__ import annotations
 
 import logging
@@ -8,23 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.eval.selection import binomial_se, first_argmax, grid_pick, warn_edge_picks, within_one_se
+from pipeline.eval.selection import grid_pick, warn_edge_picks
 from pipeline.eval.suite import flat_metrics, frozen_protocols, selections
 from tests.conftest import run_stage, tiny_params, write_params
-
-
-def test_binomial_se__by_hand():
-    assert binomial_se(0.5, 100) == pytest.approx(0.05)
-    assert binomial_se(0.682, 5000) == pytest.approx(0.006586, abs=1e-6)  # issue 15: 0.66 points
-    assert binomial_se(1.0, 10) == 0.0
-
-
-def test_first_argmax__exact_ties_go_to_the_first():
-    # the block curves and grids share this rule: a tie between blocks 1 and 3 picks the shallower block 1
-    assert first_argmax([0.5, 0.8, 0.7, 0.8]) == 1
-    assert first_argmax([0.9]) == 0
-    best, se, tied = within_one_se([0.5, 0.8, 0.7, 0.8], n=100)
-    assert best == 1 and se == pytest.approx(0.04) and tied == [1, 3]
 
 
 def test_grid_pick__best_at_the_largest_value_is_an_edge():

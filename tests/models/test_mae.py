@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.models.fusion import MultiLevelFusion, mff_fuse
-from pipeline.models.mae import MaskedAutoencoder, patchify, random_masking
+from pipeline.models.mae import MaskedAutoencoder, ModelSpec, patchify, random_masking
 from pipeline.models.vit import ViTEncoder
 
 
@@ -67,3 +67,17 @@ def test_mff_mean_fusion__weights_stay_uniform_through_training():
     pred.pow(2).mean().backward()
     opt.step()
     assert model.fusion_weights() == [0.5, 0.5]
+
+
+def test_model_spec__builds_the_models_of_params_model_with_its_values_as_given():
+    cfg = {"patch_size": 2, "embed_dim": 16, "depth": 2, "num_heads": 2, "mlp_ratio": 4.0, "decoder_embed_dim": 8,
+           "decoder_depth": 1, "decoder_num_heads": 1}
+    spec = ModelSpec.from_params(cfg)
+    torch.manual_seed(0)
+    encoder = spec.encoder(8, 1)
+    torch.manual_seed(0)
+    by_hand = ViTEncoder(8, 2, 1, 16, 2, 2, 4.0)
+    assert encoder.arch == by_hand.arch and type(encoder.arch["mlp_ratio"]) is float  # model.pt's arch
+    assert all(torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), by_hand.state_dict().values()))
+    mae = spec.autoencoder(encoder, [0, 1], "mean")
+    assert mae.encoder is encoder and mae.decoder_embed.out_features == 8 and len(mae.decoder_blocks) == 1

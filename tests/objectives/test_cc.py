@@ -13,7 +13,9 @@ from pipeline.errors import CheckpointError, ConfigError
 from pipeline.eval.clustering import cluster_head_scores
 from pipeline.models.vit import ViTEncoder
 from pipeline.objectives.cc import cluster_loss, marginal_entropy_gap, nt_xent_logits, nt_xent_loss
-from pipeline.train.refine_step import Refiner, refine_step_fn, saved_cluster_head
+from pipeline.data.views import device_views
+from pipeline.models.refined import saved_cluster_head
+from pipeline.models.refiner import Loss, Refiner, refine_step_fn
 from tests.conftest import REPO
 
 
@@ -130,7 +132,7 @@ def _refiner(clusters: int) -> tuple[DeviceImages, Refiner]:
 def test_refine_step__cc_trains_encoder_projectors_and_cluster_heads_without_predictors():
     data, refiner = _refiner(clusters=3)
     assert all(isinstance(h.predictor, torch.nn.Identity) for h in refiner.heads)
-    step = refine_step_fn(refiner, data, "cc", 0.5, 0.25, 1, (0.1, 0.3), cluster_temperature=1.0)
+    step = refine_step_fn(refiner, device_views(data, 0.25, 1, (0.1, 0.3)), Loss("cc", 0.5, cluster_temperature=1.0))
     loss, metrics = step(torch.arange(16))
     loss.backward()
     assert torch.isfinite(loss) and set(metrics) == {"pos_mass", "nn_accuracy", "nn_similarity", "cluster_entropy"}
@@ -143,10 +145,10 @@ def test_refine_step__cc_trains_encoder_projectors_and_cluster_heads_without_pre
 def test_refine_step__cc_needs_cluster_heads_and_its_temperature():
     data, refiner = _refiner(clusters=0)
     with pytest.raises(ValueError, match="cluster heads"):
-        refine_step_fn(refiner, data, "cc", 0.5, 0.25, 0, (0.1, 0.3), cluster_temperature=1.0)
+        refine_step_fn(refiner, device_views(data, 0.25, 0, (0.1, 0.3)), Loss("cc", 0.5, cluster_temperature=1.0))
     data, refiner = _refiner(clusters=3)
     with pytest.raises(ValueError, match="cluster heads"):
-        refine_step_fn(refiner, data, "nna", 0.5, 0.25, 0, (0.1, 0.3))
+        refine_step_fn(refiner, device_views(data, 0.25, 0, (0.1, 0.3)), Loss("nna", 0.5))
 
 
 def test_saved_cluster_head__rebuilds_the_last_blocks_head_from_the_refiner_state():

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.objectives.moco import Mixing, info_nce_logits, info_nce_loss, mixed_negatives, negative_top_share
-from pipeline.train.queue import NNQueue
+from pipeline.models.queue import NNQueue
 
 
 def test_info_nce_loss__two_queries_by_hand():

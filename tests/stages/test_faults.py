@@ -41,8 +41,8 @@ def test_pretrain__diverging_run_stops_with_step_and_writes_nothing(work, params
     assert not (work / "results/pretrain/mae").exists()
 
 
-def test_probe__bad_params_after_a_good_run_change_nothing(work):
-    run_stage("pretrain", PRETRAIN, work)
+def test_probe__bad_params_after_a_good_run_change_nothing(pretrained):
+    work = pretrained
     run_stage("probe", PROBE, work)
     outputs = ["results/probe/mae/blocks.json", "results/probe/mae/metrics.json", "results/plots/knn_blocks/mae.csv"]
     before = {p: (work / p).read_bytes() for p in outputs}

@@ -22,13 +22,6 @@ EVALUATE = ["--variant", "mae_nna", "--data", "results/data/digits", "--model", 
             "--plots", "results/plots"]
 
 
-def _pretrain_loss(work, params, runtime: dict) -> float:
-    params["runtime"].update(runtime)
-    write_params(work / "params.yaml", params)
-    run_stage("pretrain", PRETRAIN, work)
-    return json.loads((work / "results/pretrain/mae/metrics.json").read_text())["loss"]
-
-
 @pytest.fixture
 def lean(params):
     params["evaluate"]["linear"].update(epochs=1)
@@ -38,16 +31,15 @@ def lean(params):
     return params
 
 
-def test_compile_and_bf16__pretrain_within_tolerance_of_fp32_eager(work, lean):
-    eager = _pretrain_loss(work, lean, {"compile": "off", "precision": "fp32"})
-    compiled = _pretrain_loss(work, lean, {"compile": "on", "precision": "bf16"})
-    assert math.isfinite(compiled) and compiled == pytest.approx(eager, rel=BF16_LOSS_RTOL)
-
-
-def test_bf16__probe_refine_and_evaluate_run_with_finite_metrics(work, lean):
+def test_compile_and_bf16__pretrain_within_tolerance_of_fp32_eager_then_probe_refine_evaluate(work, lean, trained_mae):
+    """One compiled bf16 chain: its pretraining loss against the fp32 eager run of the same params (the session's
+    trained mae), then probe, NNA and MoCo refinement and evaluate with finite metrics."""
+    eager = json.loads((trained_mae / "results/pretrain/mae/metrics.json").read_text())["loss"]
     lean["runtime"].update(compile="on", precision="bf16")
     write_params(work / "params.yaml", lean)
     run_stage("pretrain", PRETRAIN, work)
+    compiled = json.loads((work / "results/pretrain/mae/metrics.json").read_text())["loss"]
+    assert math.isfinite(compiled) and compiled == pytest.approx(eager, rel=BF16_LOSS_RTOL)
     run_stage("probe", PROBE, work)
     for objective, argv in REFINE.items():
         run_stage("refine", argv, work)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import run_stage, write_params
-from tests.stages.conftest import PRETRAIN, PROBE, error_lines
+from tests.stages.conftest import error_lines
 
 REFINE = ["--variant", "mae_nna", "--data", "results/data/digits", "--model", "results/pretrain/mae/model.pt",
           "--probe", "results/probe/mae/blocks.json", "--out", "results/refine/mae_nna", "--plots", "results/plots"]
@@ -18,12 +18,10 @@ EVALUATE = ["--variant", "mae_nna", "--data", "results/data/digits", "--model", 
 
 
 @pytest.fixture
-def probed(work, params):
+def probed(probed_mae, params):
     params["evaluate"]["linear"].update(epochs=2)
-    write_params(work / "params.yaml", params)
-    run_stage("pretrain", PRETRAIN, work)
-    run_stage("probe", PROBE, work)
-    return work
+    write_params(probed_mae / "params.yaml", params)
+    return probed_mae
 
 
 def test_refine__full_depth_heads_from_the_probe_and_an_ema_that_caught_up(probed):

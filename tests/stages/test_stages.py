@@ -67,8 +67,8 @@ def test_pretrain__resumes_after_sigkill_with_same_result(work, params):
     assert (work / "results/pretrain/mae/metrics.json").read_bytes() == reference_metrics
 
 
-def test_pretrain__two_processes_from_runtime_nproc_write_once_and_match_one(work, params):
-    run_stage("pretrain", PRETRAIN, work)
+def test_pretrain__two_processes_from_runtime_nproc_write_once_and_match_one(pretrained, params):
+    work = pretrained
     single = json.loads((work / "results/pretrain/mae/metrics.json").read_text())
     params["runtime"]["nproc"] = 2
     write_params(work / "params.yaml", params)
@@ -92,11 +92,11 @@ def test_pretrain__bad_input_one_line(work, args, needle):
     assert "Traceback" not in proc.stderr
 
 
-def test_evaluate__two_processes_shard_features_and_fine_tune_with_the_same_metrics(work, params):
+def test_evaluate__two_processes_shard_features_and_fine_tune_with_the_same_metrics(pretrained, params):
+    work = pretrained
     params["evaluate"]["finetune"].update(epochs=1, warmup_epochs=0, batch_size=128)
     params["evaluate"]["linear"].update(epochs=2)
     write_params(work / "params.yaml", params)
-    run_stage("pretrain", PRETRAIN, work)
     args = ["--variant", "mae", "--data", "results/data/digits", "--model", "results/pretrain/mae/model.pt",
             "--plots", "results/plots", "--out"]
     run_stage("evaluate", [*args, "results/evaluate/one"], work)
@@ -158,12 +158,12 @@ def test_prepare__fashion_mnist_subset_from_debian_package(tmp_path, params):
     assert 0.25 < card["mean"][0] < 0.32  # Fashion-MNIST's pixel mean is about 0.286
 
 
-def test_evaluate__all_protocols_with_a_short_finetune(work, params):
+def test_evaluate__all_protocols_with_a_short_finetune(pretrained, params):
+    work = pretrained
     params["evaluate"]["finetune"].update(epochs=1, warmup_epochs=0, batch_size=128, mixup=0.8, cutmix=1.0,
                                           drop_path=0.1, smoothing=0.1)
     params["evaluate"]["linear"].update(epochs=3)
     write_params(work / "params.yaml", params)
-    run_stage("pretrain", PRETRAIN, work)
     run_stage("evaluate", ["--variant", "mae", "--data", "results/data/digits", "--model",
                            "results/pretrain/mae/model.pt", "--out", "results/evaluate/mae", "--plots",
                            "results/plots"], work)

@@ -16,7 +16,8 @@ from pipeline.models.vit import ViTEncoder
 from pipeline.objectives.moco import Mixing
 from pipeline.train.loop import fit
 from pipeline.train.mae_step import mae_step_fn
-from pipeline.train.refine_step import MomentumKeys, Refiner, refine_step_fn
+from pipeline.data.views import device_views
+from pipeline.models.refiner import Loss, MomentumKeys, Refiner, refine_step_fn
 
 GLOBAL_BATCH, IMAGES = 16, 32  # two steps: the second one queries what the first pushed
 
@@ -43,9 +44,8 @@ def train_two_steps(kind: str) -> dict:
         if distributed.world().size > 1:
             distributed.convert_sync_batchnorm(model.heads)
         keys = MomentumKeys(model, 0.9) if kind in ("moco", "mochi") else None
-        step = refine_step_fn(model, data, kind, 0.2, 0.25, 1, (0.1, 0.3), keys,
-                              Mixing(6, 4, 2) if kind == "mochi" else None,
-                              cluster_temperature=1.0 if kind == "cc" else None)
+        loss = Loss(kind, 0.2, Mixing(6, 4, 2) if kind == "mochi" else None, 1.0 if kind == "cc" else None)
+        step = refine_step_fn(model, device_views(data, 0.25, 1, (0.1, 0.3)), loss, keys)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     result = fit(model, step, lambda e: epoch_order(IMAGES, GLOBAL_BATCH, 0, e, torch.device("cpu")), opt,
                  lambda s: 0.1, 1, seed=0, after_step=(lambda: keys.update(model)) if keys else None)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pipeline.data.augment import mix_batch
+from pipeline.models.classifier import Classifier, layer_of
 from pipeline.models.vit import ViTEncoder
-from pipeline.train.finetune import Classifier, layer_of
 from pipeline.train.optim import layer_decay_groups
 
 

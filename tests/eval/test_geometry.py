@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pipeline.analysis.geometry import alignment, covariance_spectrum, hard_rank, rankme, uniformity
+from pipeline.eval.geometry import alignment, covariance_spectrum, hard_rank, rankme, uniformity
 
 
 def test_covariance_spectrum__rank_k_features_have_k_nonzero_values():

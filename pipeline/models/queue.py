@@ -1,7 +1,8 @@
-"""The nearest-neighbour queue of NNA/NNCLR (ml-jku/MIM-Refiner nnclr_queue.py): a FIFO of projector outputs.
+"""The two memories of MIM-Refiner's refinement: the nearest-neighbour queue of NNA/NNCLR (ml-jku/MIM-Refiner
+nnclr_queue.py), a FIFO of projector outputs, and the EMA of the encoder that evaluation reads.
 
-It queries before it pushes, never returns a sample's own entry (matched by dataset index), and keeps its
-contents in persistent buffers, so a resumed run continues with the same queue.
+The queue queries before it pushes, never returns a sample's own entry (matched by dataset index), and keeps its
+contents in persistent buffers, so a resumed run continues with the same queue; the EMA saves its update count.
 """
 from __future__ import annotations
 

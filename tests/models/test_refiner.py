@@ -1,4 +1,5 @@
-"""The NN queue, the EMA, and the two refinement phases (frozen encoder; resume of queue and EMA)."""
+"""MIM-Refiner's refinement (pipeline/models/refiner.py): the NN queue, the EMA, the objectives' step and the two
+phases (frozen encoder; resume of queue and EMA)."""
 from __future__ import annotations
 
 import copy
@@ -10,20 +11,12 @@ from pipeline.data.loader import DeviceImages, epoch_order
 from pipeline.models.vit import ViTEncoder
 from pipeline.objectives.moco import Mixing
 from pipeline.train.checkpoint import Checkpointer
-from pipeline.train.finetune import layer_of
+from pipeline.models.classifier import layer_of
 from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
-from pipeline.train.queue import EMA, NNQueue, ema_momentum, start_share
-from pipeline.stages.refine import refinement_phases
-from pipeline.train.refine_step import (
-    MomentumKeys,
-    Refiner,
-    device_views,
-    head_blocks,
-    head_features,
-    pooled_views,
-    refine_step_fn,
-)
+from pipeline.data.views import device_views
+from pipeline.models.queue import EMA, NNQueue, ema_momentum, start_share
+from pipeline.models.refiner import Loss, MomentumKeys, Phase, Refiner, head_blocks, head_features, phases, refine_step_fn
 
 
 def test_queue__never_returns_own_entry_and_wraps():
@@ -143,7 +136,7 @@ def _setup(seed=0):
 def _fit(data, encoder, refiner, ema, epochs, train_encoder, ckpt=None):
     encoder.requires_grad_(train_encoder)
     opt = torch.optim.AdamW(layer_decay_groups(refiner, 3, layer_of(2), 0.05, 0.65), lr=0.0)
-    step = refine_step_fn(refiner, data, "nna", 0.2, 0.25, 1, (0.05, 0.25))
+    step = refine_step_fn(refiner, device_views(data, 0.25, 1, (0.05, 0.25)), Loss("nna", 0.2))
     return fit(refiner, step, lambda e: epoch_order(64, 16, 0, e, torch.device("cpu")), opt, lambda s: 1.0e-3,
                epochs, 0, checkpointer=ckpt, extra_state={"ema": ema},
                after_step=(lambda: ema.update(encoder)) if train_encoder else None)
@@ -195,7 +188,7 @@ def test_refine_step__every_objective_trains_and_fills_the_queue(objective):
     data, encoder, refiner, _ = _setup()
     keys = MomentumKeys(refiner, 0.9) if objective in ("moco", "mochi") else None
     mixing = Mixing(8, 4, 2) if objective == "mochi" else None
-    step = refine_step_fn(refiner, data, objective, 0.2, 0.25, 0, (0.05, 0.25), keys, mixing)
+    step = refine_step_fn(refiner, device_views(data, 0.25, 0, (0.05, 0.25)), Loss(objective, 0.2, mixing), keys)
     opt = torch.optim.AdamW(refiner.parameters(), lr=1.0e-3)
     idx = torch.arange(16)
     torch.manual_seed(0)
@@ -217,10 +210,10 @@ def test_refine_step__every_objective_trains_and_fills_the_queue(objective):
 
 def test_refine_step__local_crops_at_their_own_size_share_the_heads_with_the_global_views():
     data, encoder, refiner, _ = _setup()  # 8 px images, 2 px patches
-    step = refine_step_fn(refiner, data, "nna", 0.2, 0.25, 2, (0.05, 0.25), local_size=4)
+    step = refine_step_fn(refiner, device_views(data, 0.25, 2, (0.05, 0.25), 4), Loss("nna", 0.2))
     views = device_views(data, 0.25, 2, (0.05, 0.25), 4)(torch.arange(16))[0]
     assert [tuple(v.shape[-2:]) for v in views] == [(8, 8), (8, 8), (4, 4), (4, 4)]
-    assert [f.shape for f in pooled_views(refiner, views)] == [(64, 16)]  # 4 views x 16 images, one head
+    assert [f.shape for f in refiner.pooled_views(views)] == [(64, 16)]  # 4 views x 16 images, one head
     loss, _ = step(torch.arange(16))
     loss.backward()
     assert torch.isfinite(loss) and refiner.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
@@ -229,15 +222,15 @@ def test_refine_step__local_crops_at_their_own_size_share_the_heads_with_the_glo
 def test_refine_step__objective_and_key_network_must_match():
     data, _, refiner, _ = _setup()
     with pytest.raises(ValueError, match="momentum keys"):
-        refine_step_fn(refiner, data, "moco", 0.2, 0.25, 0, (0.05, 0.25))
+        refine_step_fn(refiner, device_views(data, 0.25, 0, (0.05, 0.25)), Loss("moco", 0.2))
     with pytest.raises(ValueError, match="unknown objective"):
-        refine_step_fn(refiner, data, "simclr", 0.2, 0.25, 0, (0.05, 0.25))
+        refine_step_fn(refiner, device_views(data, 0.25, 0, (0.05, 0.25)), Loss("simclr", 0.2))
 
 
-def test_refinement_phases__own_topk_and_phase_two_continues_the_stream():
+def test_phases__own_topk_and_phase_two_continues_the_stream():
     """Phase 1 draws top-head_topk neighbours from epoch 0; phase 2 top-topk from epoch head_epochs on."""
     cfg = {"head_epochs": 2, "epochs": 3, "head_blr": 1.0, "blr": 2.0, "head_topk": 1, "topk": 20}
-    assert refinement_phases(cfg) == [("heads", 2, 1.0, 1, False, 0), ("full", 3, 2.0, 20, True, 2)]
+    assert phases(cfg) == (Phase("heads", 2, 1.0, 1, False, 0), Phase("full", 3, 2.0, 20, True, 2))
 
 
 def test_refine_step__oracle_removes_every_same_class_queue_entry():
@@ -247,12 +240,12 @@ def test_refine_step__oracle_removes_every_same_class_queue_entry():
     data, _, refiner, _ = _setup()
     idx = (data.labels == 0).nonzero().squeeze(1)[:16]
     assert len(idx) == 16
-    step = refine_step_fn(refiner, data, "moco", 0.2, 0.25, 0, (0.05, 0.25), MomentumKeys(refiner, 0.9),
-                          oracle=True)
+    step = refine_step_fn(refiner, device_views(data, 0.25, 0, (0.05, 0.25)), Loss("moco", 0.2, oracle=True),
+                          MomentumKeys(refiner, 0.9))
     first, _ = step(idx)
     assert first > 0, "the queue's never-filled slots are negatives of every class"
     loss, metrics = step(idx)
     assert loss.item() == pytest.approx(0.0, abs=1e-6) and metrics["pos_mass"].item() == pytest.approx(1.0)
     assert metrics["neg_top1_share"] == 0  # no negatives left
     with pytest.raises(ValueError, match="false-negative oracle"):
-        refine_step_fn(refiner, data, "nna", 0.2, 0.25, 0, (0.05, 0.25), oracle=True)
+        refine_step_fn(refiner, device_views(data, 0.25, 0, (0.05, 0.25)), Loss("nna", 0.2, oracle=True))
