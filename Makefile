@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum envs/requirements.txt | cut -c1-12)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: dvc.yaml setup run repro checkout remote push pull test gpu profile lint compare exps gpu-check
+.PHONY: dvc.yaml study setup run repro checkout remote push pull test gpu profile lint compare exps gpu-check
 
 $(STAMP): envs/requirements.txt
 	python3 -m venv $(VENV)
@@ -80,6 +80,12 @@ dvc.yaml: $(STAMP)
 
 lint: $(STAMP)
 	. $(BIN)/activate && snakemake --lint && python -m pipeline.config check
+
+# a profile's run kept as a study: its DAG in .studies/<S>/ (main's params and results stay), its report in studies/<S>/
+#   make study S=seeds3 [CORES=2] [ARGS=--reuse-results]   (then commit studies/<S>/)
+study: $(STAMP)
+	@[ -n "$(S)" ] || { echo "usage: make study S=<profile> (a folder of profiles/)" >&2; exit 2; }
+	@$(BIN)/python -m pipeline.study $(S) $(if $(CORES),--cores $(CORES)) $(ARGS)
 
 # compare two commits or DVC experiments from their committed results, without running anything:
 #   make compare A=HEAD~1 B=HEAD     (or experiment names from `dvc exp show`, or B=workspace)

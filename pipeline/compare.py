@@ -15,10 +15,13 @@ The table gives, per model and metric, A, B and Δ = B - A (accuracies in %, del
      (the same support and query images on both sides): σ = std(B_i - A_i) / sqrt(splits), the standard error
      of the mean per-split difference (as summary.md's refinement table). Older files hold only
      fewshot_<k>_split_se: σ = sqrt(seA² + seB²) ("splits"), unpaired and so conservative.
-  3. binomial: m is an accuracy (knn*, linear*, fewshot*, finetune*, kmeans_acc*, val_knn*) and both sides
+  3. paired images: m is knn_<pool> or linear, each side has one training seed, and both sides' evaluate
+     details.json (results/evaluate/<model>/seed<s>/) hold its per-image correctness on the same test images (equal
+     hashes of the test split in results/data/<dataset>/card.json): σ = std(b_i - a_i) / sqrt(n), McNemar's view.
+  4. binomial: m is an accuracy (knn*, linear*, fewshot*, finetune*, kmeans_acc*, val_knn*) and both sides
      give the size of its split (val_size for val_knn*, test_size otherwise): σ = sqrt(a(1-a)/nA + b(1-b)/nB).
      It treats the two models' errors on the same images as independent, so it usually overstates σ.
-  4. otherwise no noise estimate: the ±2σ cell stays blank and Δ is never marked.
+  5. otherwise no noise estimate: the ±2σ cell stays blank and Δ is never marked.
 The delta figure draws Δ per model and metric with ±2σ error bars.
 """
 from __future__ import annotations
@@ -31,10 +34,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import ConfigError, DataError
-from pipeline.stats import difference_se, means_difference_se, paired_se
+from pipeline.analysis.deltas import correctness
+from pipeline.stats import difference_se, means_difference_se, paired_images_se, paired_se
 
 REPORT_DIR = "results/report"
 METRIC_FILES = ("all_metrics.json", "metrics.json")  # newest first; the second only in commits before the first
@@ -147,11 +152,42 @@ def is_accuracy(metric: str) -> bool:
     return metric.startswith(ACCURACY_PREFIXES)
 
 
-def noise(metric: str, a: dict[str, float], b: dict[str, float]) -> tuple[float, str] | None:
+def _list(rev: Revision, folder: str, repo: Path) -> list[str]:
+    """The names in `folder` at `rev` (empty where it does not exist)."""
+    if rev.sha is None:
+        path = Path(_git(repo, "rev-parse", "--show-toplevel").stdout.strip()) / folder
+        return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    shown = _git(repo, "ls-tree", "--name-only", f"{rev.sha}:{folder}")
+    return shown.stdout.split() if shown.returncode == 0 else []
+
+
+def test_split_id(rev: Revision, repo: Path) -> str | None:
+    """What identifies the test images at `rev`: the hashes of the test split in its one prepared data card."""
+    datasets = _list(rev, "results/data", repo)
+    text = _read(rev, f"results/data/{datasets[0]}/card.json", repo) if len(datasets) == 1 else None
+    sha = json.loads(text).get("sha256", {}) if text else {}
+    return json.dumps({k: v for k, v in sorted(sha.items()) if "test" in k}) if sha else None
+
+
+def load_correctness(rev: Revision, model: str, repo: Path) -> dict[str, str]:
+    """metric -> per-image correctness of `model` at `rev`, from its one seed's evaluate details.json (none for
+    several seeds, which compare by the seeds' rule, or for files older than the record)."""
+    folder = "results/evaluate/baselines" if model in ("random-init", "pixels") else f"results/evaluate/{model}"
+    seeds = [s for s in _list(rev, folder, repo) if re.fullmatch(r"seed\d+", s)]
+    text = _read(rev, f"{folder}/{seeds[0]}/details.json", repo) if len(seeds) == 1 else None
+    if text is None:
+        return {}
+    details = json.loads(text)
+    return {m: bits for m in ("knn_cls", "knn_mean_patch", "linear") if (bits := correctness(details, m))}
+
+
+def noise(metric: str, a: dict[str, float], b: dict[str, float],
+          bits: tuple[str | None, str | None] = (None, None)) -> tuple[float, str] | None:
     """σ of B - A for `metric` and the rule that gave it (module docstring), or None when no rule applies.
 
     Args:
         a, b: one model's metrics on each side (must both hold `metric`).
+        bits: each side's per-image correctness behind `metric`, where both scored the same images.
     """
     std = f"{metric}_std"
     if min(a.get("n", 1), b.get("n", 1)) >= 2 and std in a and std in b:
@@ -164,6 +200,8 @@ def noise(metric: str, a: dict[str, float], b: dict[str, float]) -> tuple[float,
         se = f"{metric}_split_se"
         if se in a and se in b:
             return math.hypot(a[se], b[se]), "splits"
+    if bits[0] and bits[1] and len(bits[0]) == len(bits[1]):
+        return paired_images_se(bits[1], bits[0]), "paired images"
     size = "val_size" if metric.startswith("val_knn") else "test_size"
     pa, pb = a[metric], b[metric]
     if is_accuracy(metric) and a.get(size, 0) > 0 and b.get(size, 0) > 0 and 0 <= pa <= 1 and 0 <= pb <= 1:
@@ -171,16 +209,23 @@ def noise(metric: str, a: dict[str, float], b: dict[str, float]) -> tuple[float,
     return None
 
 
-def compare_table(a: Metrics, b: Metrics, metrics: tuple[str, ...] = HEADLINE) -> list[Row]:
-    """One row per model and metric held by either side: models in B's order, then A's extras."""
+def compare_table(a: Metrics, b: Metrics, metrics: tuple[str, ...] = HEADLINE,
+                  correct: Callable[[str], tuple[dict[str, str], dict[str, str]]] | None = None) -> list[Row]:
+    """One row per model and metric held by either side: models in B's order, then A's extras.
+
+    Args:
+        correct: model -> (A's, B's) per-image correctness by metric, when both sides scored the same images.
+    """
     rows = []
     for model in [*b, *(m for m in a if m not in b)]:
         ma, mb = a.get(model, {}), b.get(model, {})
+        ca, cb = correct(model) if correct and model in a and model in b else ({}, {})
         for metric in metrics:
             va, vb = ma.get(metric), mb.get(metric)
             if va is None and vb is None:
                 continue
-            est = noise(metric, ma, mb) if va is not None and vb is not None else None
+            est = noise(metric, ma, mb, (ca.get(metric), cb.get(metric))) if va is not None and vb is not None \
+                else None
             rows.append(Row(model, metric, va, vb, *(est if est else (None, ""))))
     return rows
 
@@ -262,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         if not metrics:
             raise ConfigError("--metrics names no metric")
         rev_a, rev_b = resolve(args.a, args.repo), resolve(args.b, args.repo)
-        rows = compare_table(load_metrics(rev_a, args.repo), load_metrics(rev_b, args.repo), metrics)
+        split_a, split_b = test_split_id(rev_a, args.repo), test_split_id(rev_b, args.repo)
+        same_images = split_a is not None and split_a == split_b
+        correct = (lambda model: (load_correctness(rev_a, model, args.repo),
+                                  load_correctness(rev_b, model, args.repo))) if same_images else None
+        rows = compare_table(load_metrics(rev_a, args.repo), load_metrics(rev_b, args.repo), metrics, correct)
         absent = [m for m in metrics if args.metrics and m not in {r.metric for r in rows}]
         if absent:  # most likely a typo; the defaults may be absent from old reports
             raise ConfigError(f"--metrics: {', '.join(absent)} in neither {args.a} nor {args.b}")

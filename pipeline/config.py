@@ -198,6 +198,21 @@ def _check_variant_start(name: str, variant: dict, pretrain: dict) -> None:
                           f"{pretrain['warmup_epochs']} (or be 0 with init: the imported model, untrained)")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error: PyYAML keeps the last
+    value silently, so `seed: 0` then `seed: 1` would run with seed 1 while the file reads as seed 0."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} written twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> dict:
     """Read and validate a params file.
 
@@ -208,7 +223,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not path.is_file():
         raise ConfigError(f"params: file not found: {path}")
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

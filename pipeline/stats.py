@@ -3,7 +3,9 @@ the values tied with it (the one-standard-error rule).
 
 Accuracies are fractions of n independent images, so an accuracy p has the binomial standard error
 sqrt(p (1 - p) / n). Two models' accuracies combine as independent (`difference_se`: conservative when both saw the
-same images); the few-shot accuracies on fixed splits that both models share pair split by split (`paired_se`).
+same images); where both models scored the same images, their per-image correctness pairs image by image
+(`paired_images_se`, McNemar's view: only the images the two models disagree on add noise); the few-shot accuracies
+on fixed splits that both models share pair split by split (`paired_se`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,27 @@ def paired_se(runs_a: list[float], runs_b: list[float]) -> float:
     """Standard error of the mean of per-split differences (0 with one split)."""
     diff = np.asarray(runs_a) - np.asarray(runs_b)
     return float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0
+
+
+def correctness_bits(correct) -> str:
+    """Per-image correctness (a bool array or tensor) as a compact string of 0 and 1, kept next to an accuracy."""
+    return "".join("1" if c else "0" for c in np.asarray(correct, dtype=bool).ravel())
+
+
+def paired_images_se(bits_a: str, bits_b: str) -> float:
+    """Standard error of accuracy a - accuracy b when both models scored the same n images: the standard error of
+    the mean per-image difference d_i in {-1, 0, 1}, sqrt(var(d) / n) with the unbiased variance. Images both get
+    right or both get wrong add nothing; it is the binomial rule's paired counterpart (McNemar's view).
+
+    Raises:
+        ValueError: the two strings do not score the same number of images.
+    """
+    if len(bits_a) != len(bits_b) or len(bits_a) < 2:
+        raise ValueError(f"paired correctness needs two equal lengths >= 2, got {len(bits_a)} and {len(bits_b)}")
+    a = np.frombuffer(bits_a.encode(), dtype=np.uint8) - ord("0")
+    b = np.frombuffer(bits_b.encode(), dtype=np.uint8) - ord("0")
+    diff = a.astype(np.float64) - b
+    return float(diff.std(ddof=1) / math.sqrt(diff.size))
 
 
 def mean_se(values: list[float]) -> float:

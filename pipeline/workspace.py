@@ -1,6 +1,6 @@
 """Workspace commands that keep Snakemake and DVC in agreement; the Makefile's run/repro/checkout/remote/push/pull.
 
-    python -m pipeline.workspace run [--cores N]   # snakemake, dvc.yaml from the rules, dvc commit -f, snakemake --touch
+    python -m pipeline.workspace run [--cores N]   # snakemake, dvc.yaml, dvc commit -f, snakemake --touch
     python -m pipeline.workspace repro [ARGS]      # dvc.yaml from the rules, dvc repro [ARGS], snakemake --touch
     python -m pipeline.workspace checkout REV      # git checkout, dvc checkout, snakemake --touch
     python -m pipeline.workspace remote [URL]      # default DVC remote (../<repo>-dvc-storage) in .dvc/config
@@ -141,8 +141,8 @@ def run(cores: str) -> int:
     """
     with pipeline_lock() as fd:
         return clear_stale_snakemake_lock(fd) or call_all([
-            ["snakemake", "--cores", cores, "--rerun-incomplete"], WRITE_DVC_YAML, ["dvc", "commit", "-f", "-q"], TOUCH],
-            fd)
+            ["snakemake", "--cores", cores, "--rerun-incomplete"], WRITE_DVC_YAML, ["dvc", "commit", "-f", "-q"],
+            TOUCH], fd)
 
 
 def repro(dvc_args: list[str]) -> int:

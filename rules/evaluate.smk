@@ -1,5 +1,6 @@
 rule analyze:
-    """MFF's fusion weights and the feature frequency amplitude per block of a pretrained encoder."""
+    """The feature frequency amplitude per block of a pretrained encoder, and the sharpness (top Hessian
+    eigenvalue) of its pretraining loss."""
     input:
         code=code("analyze"),
         arrays=f"{DATA}/arrays.npz",
@@ -8,6 +9,7 @@ rule analyze:
     output:
         frequency="results/analyze/{variant}/seed{seed}/frequency.csv",
         summary="results/analyze/{variant}/seed{seed}/frequency.json",
+        hessian="results/analyze/{variant}/seed{seed}/hessian.json",
     params:
         values=params_of("analyze"),
         data=subpath(input.arrays, parent=True),

@@ -7,6 +7,7 @@ rule report:
         probe=every_variant("results/probe/{variant}/seed{seed}/blocks.json"),
         frequency=every_variant("results/analyze/{variant}/seed{seed}/frequency.csv"),
         frequency_summary=every_variant("results/analyze/{variant}/seed{seed}/frequency.json"),
+        hessian=every_variant("results/analyze/{variant}/seed{seed}/hessian.json"),
         evaluate=every_variant("results/evaluate/{variant}/seed{seed}/metrics.json"),
         evaluate_details=every_variant("results/evaluate/{variant}/seed{seed}/details.json"),
         spectrum=every_variant("results/plots/spectrum/{variant}/seed{seed}.csv"),

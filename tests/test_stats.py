@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from pipeline.stats import (binomial_se, difference_se, first_argmax, mean_se, means_difference_se, paired_se,
-                            within_one_se)
+from pipeline.stats import (binomial_se, correctness_bits, difference_se, first_argmax, mean_se, means_difference_se,
+                            paired_images_se, paired_se, within_one_se)
 
 
 def test_binomial_se__by_hand():
@@ -36,3 +36,15 @@ def test_first_argmax__exact_ties_go_to_the_first():
     assert first_argmax([0.9]) == 0
     best, se, tied = within_one_se([0.5, 0.8, 0.7, 0.8], n=100)
     assert best == 1 and se == pytest.approx(0.04) and tied == [1, 3]
+
+
+def test_paired_images_se__by_hand_and_below_the_binomial_rule():
+    # a right on 8 of 10 images, b on 7; per-image d = a - b is 1 on two images, -1 on one, 0 elsewhere:
+    # mean 0.1, unbiased variance (3 - 10 * 0.1 ** 2) / 9, SE sqrt(var / 10)
+    a, b = "1111111100", "1111100110"
+    assert paired_images_se(a, b) == pytest.approx(math.sqrt((3 - 10 * 0.01) / 9 / 10))
+    assert paired_images_se(a, b) < difference_se(0.8, 10, 0.7, 10)  # agreement on 7 images is not noise
+    assert paired_images_se(a, a) == 0.0
+    assert correctness_bits([True, False, True]) == "101"
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_images_se("10", "101")

@@ -52,7 +52,8 @@ def read_pretrained(dirs: ResultDirs, variant: str, seed: int) -> dict:
             "extra": {"depth": probe["depth"], "pretrain_loss": pretrain["loss"],
                       "dlogamp_fmax_last": frequency["high_frequency"][-1],
                       "amplitude_f0_last": frequency["last_block_amplitude"][0],
-                      "amplitude_fmax_last": frequency["last_block_amplitude"][-1]},
+                      "amplitude_fmax_last": frequency["last_block_amplitude"][-1],
+                      "hessian_top_eig": read_json(dirs.analyze / d / "hessian.json")["top_eigenvalue"]},
             "fusion": pretrain["fusion_weights"],
             "frequency": pd.read_csv(require(dirs.analyze / d / "frequency.csv"))}
 

@@ -1,6 +1,6 @@
 """Metrics over training seeds: every metric of a model as mean, sample std and n over the seeds that ran it.
 
-The DAG runs each model once per seed of params `seeds` (the {seed} wildcard of rules/); the report builds one comparison table
+The DAG runs each model once per seed of params `seeds` (the {seed} wildcard of rules/); the report builds one table
 per seed and aggregates them here. A model that ran once (the baselines: they depend on the data seed only) keeps
 n = 1 and a blank std, never a std of 0 over copies of one run.
 """

@@ -20,7 +20,8 @@ COLLAPSE_COLUMNS = tuple(f"{feature}{metric}_{how}" for feature in ("", "embeddi
 # the table of summary.md's analyses section: collapse (RankMe and the top eigenvalue's share per preprocessing),
 # the last block's linear Fourier amplitude (analyze) and MoCHi's negative hardness at the end of refinement
 ANALYSIS_COLUMNS = (*(c for c in COLLAPSE_COLUMNS if "hard_rank" not in c), "amplitude_f0_last",
-                    "amplitude_fmax_last", "dlogamp_fmax_last", "refine_neg_top1_share", "refine_neg_top5_share")
+                    "amplitude_fmax_last", "dlogamp_fmax_last", "hessian_top_eig", "refine_neg_top1_share",
+                    "refine_neg_top5_share")
 
 
 def val_knn(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -134,8 +135,9 @@ def numbers_only(table: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 SUMMARY_HEADER = """# Summary
 
-Accuracies in %. knn_cls and knn_mean_patch (the headline k-NN protocol, params evaluate.knn_headline), knn_dino_cls
-(DINO's protocol: k 20, T 0.07, raw features), linear, fewshot_<shots> (mean over the fixed splits), kmeans_* and
+Accuracies in %. knn_cls and knn_mean_patch (the headline k-NN protocol, params evaluate.knn_headline), knn_cls_prenorm
+(the same on the last block's CLS before the final norm, as MIM-Refiner evaluates), knn_dino_cls (DINO's protocol:
+k 20, T 0.07, raw features), linear, fewshot_<shots> (mean over the fixed splits), kmeans_* and
 finetune are on the test split, with hyperparameters chosen on the validation split (⚠: a grid capped the pick;
 edge_picks names the key to widen). val_knn_* is the probe's per-block k-NN (CLS, headline protocol) on the
 validation split, blocks 0-based; refine_nn_accuracy is the NN-retrieval accuracy at the end of refinement.
@@ -151,8 +153,10 @@ statistics, the refinement's deltas and the online and cut-only-control metrics)
 REFINEMENT_HEADER = """
 ## Refinement against its controls
 
-Differences in accuracy points, ± one standard error (binomial for k-NN on the test split and for the val k-NN;
-over the fixed splits for 1-shot). vs pretrained: the same protocols on the encoder refinement started from;
+Differences in accuracy points, ± one standard error and its rule: paired (both models scored the same test images:
+the standard error of the per-image differences, McNemar's view) for k-NN and linear; splits (the per-split
+differences over the shared fixed splits) for 1-shot; binomial (as if independent, conservative) for the val
+k-NN, whose probe keeps no per-image record. vs pretrained: the same protocols on the encoder refinement started from;
 val k-NN vs best block: the refined model's last block against the pretrained encoder's best block (the probe,
 CLS, validation split); vs cut-only control: the pretrained encoder cut at the refined depth and not trained
 (only for a cut encoder, refine.depth); EMA pretrained share: the weight of the pretrained encoder left in the
@@ -160,12 +164,10 @@ EMA that model.pt holds; k-NN EMA / online: test k-NN of the evaluated EMA encod
 
 """
 
-# (its "analysis/geometry.py" is now pipeline/eval/geometry.py; the text is part of summary.md's bytes, so it is
-# left as committed until the next change of the results)
 ANALYSES_HEADER = """
 ## Collapse, frequency and hardness analyses
 
-Collapse (val subset; analysis/geometry.py): rankme_<p> is RankMe of the features after preprocessing p: raw (as
+Collapse (val subset; eval/geometry.py): rankme_<p> is RankMe of the features after preprocessing p: raw (as
 they are: RankMe's definition, Garrido et al. 2023), centred (minus the mean feature) or standardized (centred,
 each channel divided by its std, so a few high-variance channels cannot dominate). top_eigen_share_<p> is the
 largest eigenvalue's share of the covariance spectrum of the L2-normalized features after p (centred: Jing et al.
@@ -174,7 +176,9 @@ protocols read; embedding_* is a refined model's embedding (the projector output
 loss acts; spectrum.png's lower row). Frequency (pretrained encoders; analyze): the last block's linear Fourier
 amplitude along the diagonal of the token grid, absolute, at frequency 0 (amplitude_f0_last) and at the highest
 frequency 2π·floor(n/2)/n of the n x n grid (amplitude_fmax_last; 6π/7 on 7 x 7), and the Δ log amplitude there
-relative to frequency 0 (dlogamp_fmax_last); frequency.png's last panel draws the whole spectrum. Hardness
+relative to frequency 0 (dlogamp_fmax_last); frequency.png's last panel draws the whole spectrum. Sharpness
+(pretrained encoders; analyze): hessian_top_eig is the largest eigenvalue of the Hessian of the pretraining loss at
+the final weights (fixed validation images and masks, power iteration; MFF's flatter-loss claim). Hardness
 (MoCHi, Kalantidis et al. 2020): refine_neg_top1_share / top5 the share of the negatives' softmax mass held by the
 hardest 1% / 5% of them in the last epoch (the queue for moco/mochi, the batch for nna/nnclr);
 negatives_top_share.png draws it per epoch.
@@ -182,8 +186,8 @@ negatives_top_share.png draws it per epoch.
 """
 
 # columns left out of summary.md's main table (the refinement table or summary.csv has them)
-MD_HIDDEN = ("d_", "online_", "control_", "knn_mim_refiner_", "knn_dino_mean_patch", "rankme_centred",
-             "rankme_standardized", "hard_rank_", "top_eigen_share_", "embedding_", "amplitude_", "refine_neg_top")
+MD_HIDDEN = ("d_", "online_", "control_", "knn_mim_refiner_", "knn_dino_mean_patch", "knn_dino_cls_prenorm",
+             "rankme_centred", "rankme_standardized", "hard_rank_", "top_eigen_share_", "embedding_", "amplitude_", "refine_neg_top")
 MD_HIDDEN_COLS = {"kmeans_nmi", "cluster_head_nmi", "cluster_head_used", "refine_cluster_entropy", "hard_rank",
                   "alignment", "dlogamp_fmax_last", "objective", "pretrained", "depth", "first_head_block",
                   "ema_pretrained_share", "refine_pos_mass", "test_size", "val_size"}

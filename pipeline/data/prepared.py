@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +88,9 @@ def load_prepared(data_dir: str | Path, verify: bool = True) -> Prepared:
         with np.load(data_dir / "arrays.npz") as z:
             x = {s: z[f"x_{s}"] for s in SPLITS}
             y = {s: z[f"y_{s}"] for s in SPLITS}
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{data_dir}: cannot read prepared dataset ({type(err).__name__}: {err})") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a truncated npz is a BadZipFile
+        raise DataError(f"{data_dir}: cannot read prepared dataset ({type(err).__name__}: {err}); "
+                        f"rerun the prepare stage") from None
     if verify:
         for key, arr in [*((f"x_{s}", x[s]) for s in SPLITS), *((f"y_{s}", y[s]) for s in SPLITS)]:
             if array_hash(arr) != card["sha256"].get(key):

@@ -17,7 +17,7 @@ from pipeline.eval.features import pooled_features
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.heads import ClusterHead
 from pipeline.models.refined import saved_head_embedding
-from pipeline.models.vit import ViTEncoder, pool_tokens
+from pipeline.models.vit import ViTEncoder
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import load_encoder, load_module_state
 
@@ -47,7 +47,7 @@ class Evaluation:
     def protocols(self, model: ViTEncoder, cluster_head: ClusterHead | None = None) -> dict:
         """The frozen protocols of `model` (`frozen_protocols`), and `cluster_head`'s scores on test if given."""
         model.to(self.device)
-        feats = {s: pooled_features(model, d, self.cfg["batch_size"], self.autocast, sharded=True)
+        feats = {s: pooled_features(model, d, self.cfg["batch_size"], self.autocast, sharded=True, prenorm=True)
                  for s, d in self.splits.items()}
         if not self.main:
             return {}
@@ -71,7 +71,7 @@ class Evaluation:
 
         def embed(images: torch.Tensor) -> torch.Tensor:
             with self.autocast():
-                return pool_tokens(encoder.forward_features(images), self.cfg["feature"])
+                return encoder.feature(images, self.cfg["feature"])
 
         def collapse(fn) -> tuple[dict, list[dict]]:
             return collapse_analysis(fn, self.splits["val"], geo["images"], geo["crop_scale_min"],

@@ -8,7 +8,7 @@ import torch
 
 from pipeline import distributed
 from pipeline.data.loader import DeviceImages
-from pipeline.models.vit import POOLS, ViTEncoder, pool_split, pool_tokens
+from pipeline.models.vit import POOLS, PRENORM, ViTEncoder, pool_split, pool_tokens
 
 
 @torch.no_grad()
@@ -39,8 +39,9 @@ def block_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int, dty
 @torch.no_grad()
 def pooled_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int,
                     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                    sharded: bool = False) -> dict[str, torch.Tensor]:
-    """The encoder's final, normed output pooled as cls and mean-patch: {pool: [N, D]} float32.
+                    sharded: bool = False, prenorm: bool = False) -> dict[str, torch.Tensor]:
+    """The encoder's final, normed output pooled as cls and mean-patch: {pool: [N, D]} float32; with `prenorm`
+    also the last block's CLS token before the final norm (pool `PRENORM`, as MIM-Refiner evaluates).
 
     sharded: under torchrun, each rank embeds a contiguous 1/world of the rows and every rank receives all of
         them (every rank must call it then).
@@ -49,12 +50,15 @@ def pooled_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int,
     n, w = len(data), distributed.world()
     per = -(-n // w.size) if sharded else n
     lo, hi = (min(w.rank * per, n), min((w.rank + 1) * per, n)) if sharded else (0, n)
-    out: dict[str, list[torch.Tensor]] = {p: [] for p in POOLS}
+    out: dict[str, list[torch.Tensor]] = {p: [] for p in (*POOLS, *([PRENORM] if prenorm else []))}
     for images, _ in data.batches(batch_size, lo, hi):
         with autocast():
-            tokens = encoder.forward_features(images)
+            raw = encoder.forward_features(images, norm=False)
+            tokens = encoder.norm(raw)
         for p in POOLS:
             out[p].append(pool_tokens(tokens, p).float())
+        if prenorm:
+            out[PRENORM].append(raw[:, 0].float())
     feats = {p: torch.cat(v) if v else torch.empty(0, encoder.embed_dim, device=data.images.device)
              for p, v in out.items()}
     if not sharded or w.size == 1:

@@ -87,18 +87,29 @@ def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tens
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=train_f.device)
 
 
-def knn_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor, k: int,
-                 temperature: float, chunk_size: int = 1024, standardized: bool = False) -> float:
-    """Top-1 accuracy (0..1) of `knn_predict` on a labelled query set; `standardized` applies `standardize` first."""
+def knn_correct(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor, k: int,
+                temperature: float, chunk_size: int = 1024, standardized: bool = False) -> torch.Tensor:
+    """[M] bool: whether `knn_predict` gets each query right; `standardized` applies `standardize` first."""
     if standardized:
         train_f, test_f = standardize(train_f, test_f)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    pred = knn_predict(train_f, train_y, test_f, num_classes, k, temperature, chunk_size)
-    return float((pred == test_y).float().mean())
+    return knn_predict(train_f, train_y, test_f, num_classes, k, temperature, chunk_size) == test_y
+
+
+def knn_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor, k: int,
+                 temperature: float, chunk_size: int = 1024, standardized: bool = False) -> float:
+    """Top-1 accuracy (0..1) of `knn_predict` on a labelled query set; `standardized` applies `standardize` first."""
+    return float(knn_correct(train_f, train_y, test_f, test_y, k, temperature, chunk_size, standardized).float().mean())
+
+
+def protocol_correct(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+                     protocol: KnnProtocol, chunk_size: int = 1024) -> torch.Tensor:
+    """[M] bool per-query correctness of a named protocol's k-NN (`KNN_PROTOCOLS`): train_f [N, D] is the bank."""
+    return knn_correct(train_f, train_y, test_f, test_y, protocol.k, protocol.temperature, chunk_size,
+                       protocol.standardize)
 
 
 def protocol_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
                       protocol: KnnProtocol, chunk_size: int = 1024) -> float:
     """Top-1 accuracy (0..1) of a named protocol's k-NN (`KNN_PROTOCOLS`): train_f [N, D] is the bank."""
-    return knn_accuracy(train_f, train_y, test_f, test_y, protocol.k, protocol.temperature, chunk_size,
-                        protocol.standardize)
+    return float(protocol_correct(train_f, train_y, test_f, test_y, protocol, chunk_size).float().mean())

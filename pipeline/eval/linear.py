@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.eval.selection import grid_pick
+from pipeline.stats import correctness_bits
 
 
 def train_linear_heads(train_f: torch.Tensor, train_y: torch.Tensor, num_classes: int, lrs: list[float],
@@ -58,9 +59,14 @@ def train_linear_heads(train_f: torch.Tensor, train_y: torch.Tensor, num_classes
 
 
 @torch.no_grad()
+def head_correct(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[N] bool: whether a trained head gets each image right."""
+    return head(feats.float()).argmax(dim=1) == labels
+
+
 def head_accuracy(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy (0..1) of a trained head."""
-    return float((head(feats.float()).argmax(dim=1) == labels).float().mean())
+    return float(head_correct(head, feats, labels).float().mean())
 
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
@@ -73,12 +79,13 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
         lrs: the grid (at least two values), picked by val argmax (a larger lr is no simpler model, so the
             one-standard-error rule has no direction here); grid_key: its params key, named on an edge pick.
     Returns:
-        {"lr": chosen lr, "val": {lr: val accuracy}, "test": test accuracy of the chosen head,
-         "selection": `selection.grid_pick`'s record (grid, pick, edge)}
+        {"lr": chosen lr, "val": {lr: val accuracy}, "test": test accuracy of the chosen head, "test_correct": its
+         per-image correctness (`stats.correctness_bits`), "selection": `selection.grid_pick`'s record}
     """
     heads = dict(zip(lrs, train_linear_heads(*train, num_classes, lrs, epochs, batch_size, weight_decay, seed)))
     val_acc = {lr: head_accuracy(head, *val) for lr, head in heads.items()}
     selection = grid_pick(val_acc, grid_key, len(val[1]), "argmax")
     best = selection["pick"]
-    return {"lr": best, "val": {str(lr): acc for lr, acc in val_acc.items()}, "test": head_accuracy(heads[best], *test),
-            "selection": selection}
+    correct = head_correct(heads[best], *test)
+    return {"lr": best, "val": {str(lr): acc for lr, acc in val_acc.items()}, "test": float(correct.float().mean()),
+            "test_correct": correctness_bits(correct.cpu()), "selection": selection}

@@ -6,23 +6,31 @@ import torch
 
 from pipeline.eval.clustering import kmeans_scores
 from pipeline.eval.fewshot import fewshot_accuracy
-from pipeline.eval.knn import KNN_PROTOCOLS, knn_protocol, protocol_accuracy
+from pipeline.eval.knn import KNN_PROTOCOLS, knn_protocol, protocol_correct
 from pipeline.eval.linear import linear_probe
 from pipeline.eval.selection import warn_edge_picks
+from pipeline.stats import correctness_bits
 
 
 def knn_protocols(train: dict[str, torch.Tensor], train_y: torch.Tensor, test: dict[str, torch.Tensor],
-                  test_y: torch.Tensor) -> dict[str, dict]:
+                  test_y: torch.Tensor, headline: str) -> dict[str, dict]:
     """Every protocol of `KNN_PROTOCOLS` on every pool: train is the bank, test the queries.
 
     Args:
         train, test: pool -> [N, D] features.
+        headline: the protocol whose per-image correctness is kept (what paired comparisons read).
     Returns:
-        {protocol: {"k", "temperature", "standardize", "acc": {pool: accuracy 0..1}}}.
+        {protocol: {"k", "temperature", "standardize", "acc": {pool: accuracy 0..1}}}; the headline protocol also
+        holds "correct": {pool: `stats.correctness_bits`}.
     """
-    return {name: {"k": p.k, "temperature": p.temperature, "standardize": p.standardize,
-                   "acc": {pool: protocol_accuracy(train[pool], train_y, test[pool], test_y, p) for pool in train}}
-            for name, p in KNN_PROTOCOLS.items()}
+    out = {}
+    for name, p in KNN_PROTOCOLS.items():
+        correct = {pool: protocol_correct(train[pool], train_y, test[pool], test_y, p) for pool in train}
+        out[name] = {"k": p.k, "temperature": p.temperature, "standardize": p.standardize,
+                     "acc": {pool: float(c.float().mean()) for pool, c in correct.items()}}
+        if name == headline:
+            out[name]["correct"] = {pool: correctness_bits(c.cpu()) for pool, c in correct.items()}
+    return out
 
 
 def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str, torch.Tensor],
@@ -43,7 +51,8 @@ def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str
     """
     knn_protocol(cfg["knn_headline"])  # an unknown name fails before the slow protocols
     out: dict = {"knn": {"headline": cfg["knn_headline"],
-                         "protocols": knn_protocols(feats["train"], labels["train"], feats["test"], labels["test"])}}
+                         "protocols": knn_protocols(feats["train"], labels["train"], feats["test"], labels["test"],
+                                                    cfg["knn_headline"])}}
     pool, lin = cfg["feature"], cfg["linear"]
     split = {s: (feats[s][pool], labels[s]) for s in ("train", "val", "test")}
     out["linear"] = linear_probe(split["train"], split["val"], split["test"], num_classes, lin["lrs"], lin["epochs"],

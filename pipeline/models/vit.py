@@ -17,6 +17,9 @@ from timm.models.vision_transformer import Block
 from pipeline.models.pos_embed import sincos_2d
 
 POOLS = ("cls", "mean_patch")
+# the last block's CLS token before the final norm: the feature MIM-Refiner's evaluation reads (its "cls" of the
+# last block), scored next to the normed one
+PRENORM = "cls_prenorm"
 
 
 def init_mae_weights(module: nn.Module) -> None:
@@ -118,10 +121,17 @@ class ViTEncoder(nn.Module):
                 kept.append(tokens)
         return tokens, kept
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images [B, C, H, W] -> normed tokens [B, 1+N, D]."""
+    def forward_features(self, x: torch.Tensor, norm: bool = True) -> torch.Tensor:
+        """Images [B, C, H, W] -> tokens [B, 1+N, D] of the last block, through the final norm unless `norm` is
+        False."""
         tokens, _ = self.run_blocks(self.prepend_cls(self.embed_patches(x)), [])
-        return self.norm(tokens)
+        return self.norm(tokens) if norm else tokens
+
+    def feature(self, x: torch.Tensor, pool: str) -> torch.Tensor:
+        """Images -> one pooled feature [B, D]: a pool of `POOLS` of the normed tokens, or `PRENORM`."""
+        if pool == PRENORM:
+            return self.forward_features(x, norm=False)[:, 0]
+        return pool_tokens(self.forward_features(x), pool)
 
     def forward_head(self, tokens: torch.Tensor, pool: str = "cls") -> torch.Tensor:
         """Normed tokens [B, 1+N, D] -> pooled features [B, D]."""

@@ -18,7 +18,7 @@ from pipeline.eval.knn import knn_protocol
 from pipeline.eval.probe import block_rows, probe_encoder, probe_splits
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.mae import ModelSpec
-from pipeline.models.vit import POOLS, pool_tokens
+from pipeline.models.vit import POOLS, PRENORM
 from pipeline.records import records_csv
 from pipeline.stages.runner import load_stage_params, run, stage_parser
 from pipeline.train import device as rt
@@ -47,15 +47,17 @@ def main(argv: list[str] | None = None) -> None:
     c, h, _ = data.image_shape
     encoder = ModelSpec.from_params(p["model"]).encoder(h, c).to(device)
     features = {
-        "pixels": {s: {pool: d.batch(slice(None)).flatten(1) for pool in POOLS} for s, d in splits.items()},
-        "random-init": {s: pooled_features(encoder, d, cfg["batch_size"]) for s, d in splits.items()},
+        # pixels have no norm to skip: their "before the final norm" feature is the pixels too
+        "pixels": {s: {pool: d.batch(slice(None)).flatten(1) for pool in (*POOLS, PRENORM)}
+                   for s, d in splits.items()},
+        "random-init": {s: pooled_features(encoder, d, cfg["batch_size"], prenorm=True) for s, d in splits.items()},
     }
     details = {}
     for name, f in features.items():
         log.info("%s: the frozen protocols", name)  # names the edge-pick warnings that follow
         details[name] = frozen_protocols(f, labels, data.fewshot, data.num_classes, cfg, p["seed"])
     embeds = {"pixels": lambda x: x.flatten(1),
-              "random-init": lambda x: pool_tokens(encoder.forward_features(x), cfg["feature"])}
+              "random-init": lambda x: encoder.feature(x, cfg["feature"])}
     geo = cfg["geometry"]
     for name, embed in embeds.items():
         details[name]["geometry"], spectrum = collapse_analysis(embed, splits["val"], geo["images"],

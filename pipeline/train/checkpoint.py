@@ -42,12 +42,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or a legacy pickle
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (no torch.save archive: is it the right file?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path}: refused, it holds more than weights and primitives "
                               f"({str(err).splitlines()[0][:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(err).__name__})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of state, found {type(state).__name__}")

@@ -94,7 +94,7 @@ def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_class
     load_module_state(encoder, state, "fine-tune encoder")
     model = Classifier(encoder, num_classes, recipe.learnable_pos_embed).to(device)
     groups = layer_decay_groups(model, encoder.depth + 1, layer_of(encoder.depth), recipe.weight_decay,
-                                recipe.layer_decay)
+                                recipe.layer_decay, no_decay_names=("cls_token", "pos_embed"))
     opt = adamw(groups, (0.9, 0.999), device)
     train, bs = splits["train"], recipe.batch_size
     steps = max(1, len(train) // bs)

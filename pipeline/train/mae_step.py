@@ -58,3 +58,21 @@ def mae_step_fn(model: MaskedAutoencoder, forward: nn.Module | Callable, data: D
         return loss, metrics
 
     return step
+
+
+def fixed_batch_loss(model: MaskedAutoencoder, images: torch.Tensor, mask_ratio: float, norm_pix: bool, seed: int,
+                     batch_size: int) -> Callable[[], torch.Tensor]:
+    """loss() -> the pretraining loss of `model` on `images` with masks that are the same at every call (one
+    seeded draw per batch of `batch_size`): the function a sharpness measure differentiates twice."""
+    chunks = images.split(batch_size)
+
+    def loss() -> torch.Tensor:
+        gen = torch.Generator(device=images.device).manual_seed(seed)
+        total = images.new_zeros(())
+        for imgs in chunks:
+            pred, mask = model(imgs, mask_ratio, gen)
+            total = total + reconstruction_loss(model.patchify(imgs), pred, mask, norm_pix) * len(imgs)
+        return total / len(images)
+
+    return loss
+

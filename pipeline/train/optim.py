@@ -42,7 +42,7 @@ def adamw(groups: list[dict], betas: tuple[float, float], device: torch.device) 
 
 
 def layer_decay_groups(model: nn.Module, num_layers: int, layer_of: Callable[[str], int], weight_decay: float,
-                       decay: float) -> list[dict]:
+                       decay: float, no_decay_names: tuple[str, ...] = ()) -> list[dict]:
     """Param groups with lr_scale = decay ** (num_layers - layer) (BEiT/MAE layer-wise lr decay).
 
     Args:
@@ -51,13 +51,15 @@ def layer_decay_groups(model: nn.Module, num_layers: int, layer_of: Callable[[st
         layer_of: parameter name -> layer index (0 = embeddings, i + 1 = block i, num_layers = head).
         weight_decay: applied to weights with two or more dimensions; biases and norms get none.
         decay: per-layer factor, e.g. 0.65 for 12 blocks (facebookresearch/mae FINETUNE.md, ViT-B).
+        no_decay_names: parameters whose name ends with one of these get no weight decay either (MAE's fine-tune
+            excludes the cls token and the position table: util/lr_decay.py's no_weight_decay_list).
     """
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         layer = layer_of(name)
-        no_decay = p.ndim <= 1 or name.endswith(".bias")
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or name.endswith(no_decay_names)
         group = groups.setdefault((layer, no_decay), {
             "params": [], "weight_decay": 0.0 if no_decay else weight_decay,
             "lr_scale": decay ** (num_layers - layer)})

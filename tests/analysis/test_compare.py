@@ -198,3 +198,32 @@ def test_cli__runs_as_a_module(repo):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert _rows(done.stdout)[("mae", "knn_cls")] == ["70.0", "75.0", "+5.0*", "±1.8 binomial"]
+
+
+def _details(bits: str) -> dict:
+    return {"knn": {"headline": "mim_refiner", "protocols": {"mim_refiner": {"correct": {"cls": bits}}}},
+            "linear": {"test_correct": bits}}
+
+
+@pytest.mark.parametrize("same_test_split", [True, False])
+def test_main__paired_images_when_both_commits_scored_the_same_test_images(tmp_path, monkeypatch, capsys,
+                                                                           same_test_split):
+    """Per-image correctness in both commits' details.json and one test split: σ pairs image by image (18 points on
+    these 10 images, against the binomial rule's 19); another test split falls back to the binomial rule."""
+    _git(tmp_path, "init", "-q")
+    for key, value in (("user.email", "t@example.com"), ("user.name", "t"), ("commit.gpgsign", "false")):
+        _git(tmp_path, "config", key, value)
+    card = "results/data/digits/card.json"
+    metrics = {"n": 1, "test_size": 10, "val_size": 10}
+    _commit(tmp_path, {card: {"sha256": {"x_test": "1", "y_test": "2"}},
+                       ALL: {"mae": {**metrics, "knn_cls": 0.7, "linear": 0.7}},
+                       "results/evaluate/mae/seed0/details.json": _details("1111100110")}, "c", "c")
+    _commit(tmp_path, {card: {"sha256": {"x_test": "1" if same_test_split else "3", "y_test": "2"}},
+                       ALL: {"mae": {**metrics, "knn_cls": 0.8, "linear": 0.8}},
+                       "results/evaluate/mae/seed0/details.json": _details("1111111100")}, "d", "d")
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = _run(["c", "d", "--no-figure", "--metrics", "knn_cls,linear"], capsys)
+    rows = _rows(out)
+    assert rc == 0
+    expected = "±35.9 paired images" if same_test_split else "±38.5 binomial"
+    assert rows[("mae", "knn_cls")][-1] == expected and rows[("mae", "linear")][-1] == expected

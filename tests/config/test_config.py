@@ -111,6 +111,18 @@ def test_load_params__yaml_syntax_error_keeps_line_and_column(tmp_path):
     assert len(str(err.value).splitlines()) == 1
 
 
+@pytest.mark.parametrize("nested", [False, True], ids=["top", "nested"])
+def test_load_params__a_key_written_twice_is_refused_with_its_line(tmp_path, params, nested):
+    """PyYAML keeps the last of two equal keys silently; the file would run with a value it does not show first."""
+    path = write_params(tmp_path / "params.yaml", params)
+    text = path.read_text()
+    text = text.replace("  dataset: digits\n", "  dataset: digits\n  dataset: cifar10\n") if nested \
+        else f"seed: 0\n{text}"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"params\.yaml:\d+:\d+: not valid YAML: key '(seed|dataset)' written twice"):
+        config.load_params(path)
+
+
 @pytest.mark.parametrize("key", ["pretrain", "refine"])
 def test_check_environment__batch_larger_than_the_training_images(tmp_path, params, key):
     params["data"]["train_limit"] = 100

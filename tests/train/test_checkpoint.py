@@ -50,3 +50,11 @@ def test_load_module_state__other_architecture():
     deeper = ViTEncoder(8, 2, 1, 32, 3, 2)
     with pytest.raises(CheckpointError, match="unexpected"):
         load_module_state(small, deeper.state_dict(), "deep.pt")
+
+
+@pytest.mark.parametrize("content", [b"hello world\n", b"{\"encoder\": {}}", b""], ids=["text", "json", "empty"])
+def test_load_checkpoint__a_file_that_is_no_checkpoint_says_so(tmp_path, content):
+    """A text or JSON file given as --model is named as not a checkpoint, not as one that 'holds more than weights'."""
+    (tmp_path / "c.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"c\.pt: not a PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "c.pt")

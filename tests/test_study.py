@@ -1,0 +1,28 @@
+"""make study: a profile's report kept in studies/<profile>/ with its params and the code commit it ran on."""
+from __future__ import annotations
+
+from pipeline import study
+from tests.conftest import REPO
+
+
+def test_study__unknown_profile_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert study.main(["no-such-profile"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: study: no profile 'no-such-profile' (profiles/no-such-profile/params.yaml is missing)"]
+
+
+def test_record__keeps_the_report_curves_params_and_provenance(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "studies" / "seeds3"
+    (work / "results/report").mkdir(parents=True)
+    (work / "results/report/summary.md").write_text("| model |\n")
+    (work / "results/report/.lock").write_text("123")
+    (work / "results/plots/knn_blocks/mae").mkdir(parents=True)
+    (work / "results/plots/knn_blocks/mae/seed1.csv").write_text("block,cls\n")
+    (work / "params.yaml").write_text("seeds: [0, 1, 2]\n")
+    (out / "stale").mkdir(parents=True)  # an older record of the study is replaced, not merged
+    study.record("seeds3", work, out, "make study S=seeds3", 600.0, "abc1234")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "STUDY.md", "knn_blocks/mae/seed1.csv", "params.yaml", "report/summary.md"]
+    text = (out / "STUDY.md").read_text()
+    assert "commit abc1234" in text and "10.0 min" in text and "profiles/seeds3/params.yaml" in text
