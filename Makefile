@@ -56,7 +56,7 @@ pull: setup
 	@$(BIN)/python -m pipeline.workspace pull
 
 test: $(STAMP) $(FASHION_MNIST)
-	. $(BIN)/activate && python -m pytest -q -p no:cacheprovider --timeout 900 tests
+	. $(BIN)/activate && python -m pytest -q -p no:cacheprovider --timeout 900 -n $(or $(JOBS),2) --dist loadfile tests
 
 gpu: $(STAMP)
 	$(MAKE) profile P=gpu

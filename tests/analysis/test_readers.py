@@ -24,6 +24,7 @@ def test_read_runs__every_model_per_seed_variants_first_with_deltas(tmp_path):
     assert list(runs) == [0, 1] and list(runs[0]) == [*variants, *refined]
     mae = runs[1]["mae"]
     assert mae["eval"]["knn_cls"] == 0.64 and mae["extra"]["depth"] == 3 and mae["extra"]["dlogamp_fmax_last"] == -5.0
+    assert mae["extra"]["hessian_top_eig"] == 101.0
     assert list(mae["spectrum"].columns)[0] == "index" and "frequency" in mae
     name = next(n for n, spec in refined.items() if spec["pretrained"] == "mae")
     extra = runs[1][name]["extra"]

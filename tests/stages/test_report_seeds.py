@@ -48,6 +48,7 @@ def fake_results(root: Path, seeds: tuple[int, ...]) -> None:
                                                                          "val_size": 300})
             _write(root / f"results/analyze/{v}/seed{seed}/frequency.json", {"high_frequency": [-3.0, -4.0, -5.0],
                                                                               "last_block_amplitude": [1.0, 0.2]})
+            _write(root / f"results/analyze/{v}/seed{seed}/hessian.json", {"top_eigenvalue": 100.0 + seed})
             _write(root / f"results/analyze/{v}/seed{seed}/frequency.csv",
                    "block,relative_depth,frequency,frequency_label,dlog_amplitude,amplitude\n"
                    "0,0.33,0,0,0,1.0\n0,0.33,1,π,-3,0.2\n")

@@ -170,8 +170,8 @@ def test_evaluate__all_protocols_with_a_short_finetune(pretrained, params):
     metrics = json.loads((work / "results/evaluate/mae/metrics.json").read_text())
     geometry = {f"{m}_{how}" for m in ("rankme", "hard_rank", "top_eigen_share")
                 for how in ("raw", "centred", "standardized")} | {"alignment", "uniformity"}
-    knn = {f"knn_{p}_{pool}" for p in ("mim_refiner", "dino") for pool in ("cls", "mean_patch")}
-    assert set(metrics) == {"knn_cls", "knn_mean_patch", "linear", "fewshot_1", "fewshot_2", "kmeans_acc",
+    knn = {f"knn_{p}_{pool}" for p in ("mim_refiner", "dino") for pool in ("cls", "mean_patch", "cls_prenorm")}
+    assert set(metrics) == {"knn_cls", "knn_mean_patch", "knn_cls_prenorm", "linear", "fewshot_1", "fewshot_2", "kmeans_acc",
                             "kmeans_nmi", "kmeans_ari", "finetune"} | geometry | knn
     assert metrics["knn_cls"] == metrics[f"knn_{params['evaluate']['knn_headline']}_cls"]
     assert all(0 <= v <= 1 for k, v in metrics.items() if k not in geometry or k.startswith("top_eigen_share"))
@@ -183,5 +183,9 @@ def test_evaluate__all_protocols_with_a_short_finetune(pretrained, params):
     details = json.loads((work / "results/evaluate/mae/details.json").read_text())
     assert set(details["linear"]["val"]) == {str(lr) for lr in params["evaluate"]["linear"]["lrs"]}
     assert len(details["fewshot"]["2"]["runs"]) == 2
+    # the per-image record behind the headline k-NN and the linear probe: one 0/1 per test image, its mean the number
+    bits = details["knn"]["protocols"][details["knn"]["headline"]]["correct"]["cls"]
+    assert len(bits) == 360 and set(bits) <= {"0", "1"} and bits.count("1") / 360 == pytest.approx(metrics["knn_cls"], abs=1e-6)
+    assert details["linear"]["test_correct"].count("1") / 360 == pytest.approx(metrics["linear"], abs=1e-6)
     for sel in (details["linear"]["selection"], details["fewshot"]["2"]["selection"]):
         assert len(sel["grid"]) >= 2 and sel["pick"] in sel["grid"] and isinstance(sel["edge"], bool)
