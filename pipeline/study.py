@@ -35,12 +35,16 @@ def _git(*args: str) -> str:
 def prepare_scratch(profile: str, work: Path, reuse_results: bool) -> None:
     """The tracked files in `work` with the profile switched in; with `reuse_results`, results/ and Snakemake's
     records of the workspace come along (file times kept), so unchanged jobs are not run again."""
+    if reuse_results and not any(Path(".snakemake/metadata").glob("*")):  # `snakemake --touch` records times only
+        raise ConfigError("study: --reuse-results needs the Snakemake records of the run that made results/ "
+                          "(.snakemake/metadata is empty here: run `make run` first, or drop --reuse-results)")
     work.mkdir(parents=True)
     for rel in _git("ls-files", "-z").split("\0"):
         if rel and not rel.startswith(("results/", "studies/")) and Path(rel).is_file():
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(rel, work / rel)
     if reuse_results:
+        # with Snakemake's records (params, code) of those jobs: a key the profile changes reruns what reads it
         for rel in ("results", ".snakemake/metadata"):
             if Path(rel).exists():
                 shutil.copytree(rel, work / rel, symlinks=True)
