@@ -133,11 +133,8 @@ def _check_cross_keys(params: dict) -> None:
                           f"(got {data['dataset']!r})")
     if data["stream"] and not data["root"]:
         raise ConfigError("params: data.stream=true needs data.root (a folder with train/ and val/ class subfolders)")
-    for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
-        if model[width] % model[heads]:
-            raise ConfigError(f"params: model.{width}={model[width]} is not divisible by model.{heads}={model[heads]}")
-    if model["embed_dim"] % 4:
-        raise ConfigError(f"params: model.embed_dim={model['embed_dim']} must be a multiple of 4 (2-D sin-cos)")
+    for name, variant in pretrain["variants"].items():
+        _check_model(variant_model(model, variant), _model_key(name, variant))
     if pretrain["warmup_epochs"] >= pretrain["epochs"]:
         raise ConfigError(f"params: pretrain.warmup_epochs={pretrain['warmup_epochs']} must be below "
                           f"pretrain.epochs={pretrain['epochs']}")
@@ -145,13 +142,6 @@ def _check_cross_keys(params: dict) -> None:
     if local_size % model["patch_size"]:
         raise ConfigError(f"params: refine.local_size={local_size} is not a multiple of model.patch_size="
                           f"{model['patch_size']}")
-    depth = params["refine"]["depth"]
-    if isinstance(depth, int) and depth > model["depth"]:
-        raise ConfigError(f"params: refine.depth={depth} is beyond the model's {model['depth']} blocks (model.depth)")
-    heads, kept = params["refine"]["heads"], depth if isinstance(depth, int) else model["depth"]
-    if isinstance(heads, int) and heads > kept:  # depth: probe is only known after the probe; refine checks it then
-        raise ConfigError(f"params: refine.heads={heads} exceeds the {kept} blocks that refine.depth={depth!r} keeps "
-                          f"(model.depth={model['depth']})")
     nproc = params["runtime"]["nproc"]
     for key, value in _batch_sizes(params):
         if value % nproc:
@@ -165,16 +155,56 @@ def _check_cross_keys(params: dict) -> None:
         if refined["pretrained"] not in pretrain["variants"]:
             raise ConfigError(f"params: refine.variants.{name}.pretrained={refined['pretrained']!r} is not a key of "
                               f"pretrain.variants ({', '.join(sorted(pretrain['variants']))})")
-        if "moco_momentum" in refined and refined["objective"] not in ("moco", "mochi"):
-            raise ConfigError(f"params: refine.variants.{name}.moco_momentum is for objectives moco and mochi "
-                              f"(its objective is {refined['objective']!r})")
-    last = model["depth"] - 1
+        source = pretrain["variants"][refined["pretrained"]]
+        _check_refined_blocks(params["refine"], variant_model(model, source)["depth"],
+                              _model_key(refined["pretrained"], source)("depth"))
+        for key in ("moco_momentum", "moco_momentum_schedule"):
+            if key in refined and refined["objective"] not in ("moco", "mochi"):
+                raise ConfigError(f"params: refine.variants.{name}.{key} is for objectives moco and mochi "
+                                  f"(its objective is {refined['objective']!r})")
     for name, variant in pretrain["variants"].items():
-        blocks = variant["fuse_blocks"]
-        if blocks and (sorted(blocks) != blocks or blocks[-1] != last or len(blocks) < 2):
+        blocks, depth = variant["fuse_blocks"], variant_model(model, variant)["depth"]
+        for key in ("fusion_lr_scale", "fusion_weight_decay"):
+            if key in variant and not (blocks and variant["fusion"] == "softmax"):
+                raise ConfigError(f"params: pretrain.variants.{name}.{key} is for a variant with learned fusion "
+                                  f"(fuse_blocks and fusion: softmax)")
+        if blocks and (sorted(blocks) != blocks or blocks[-1] != depth - 1 or len(blocks) < 2):
             raise ConfigError(f"params: pretrain.variants.{name}.fuse_blocks={blocks} must be increasing, hold "
-                              f"at least two blocks and end with the last block {last} (model.depth={model['depth']})")
+                              f"at least two blocks and end with the last block {depth - 1} "
+                              f"({_model_key(name, variant)('depth')}={depth})")
         _check_variant_start(name, variant, pretrain)
+
+
+def variant_model(model: dict, variant: dict) -> dict:
+    """The model keys of a pretrain variant: the global `model`, with the variant's own `model` entries in place."""
+    return {**model, **variant.get("model", {})}  # optional key: absent = the global sizes (params.schema.yaml)
+
+
+def _model_key(name: str, variant: dict):
+    """key -> where a variant's model key is set: its own entry, or the global `model` it inherits."""
+    own = variant.get("model", {})
+    return lambda key: f"pretrain.variants.{name}.model.{key}" if key in own else f"model.{key}"
+
+
+def _check_model(model: dict, where) -> None:
+    """A model's sizes that the schema cannot relate: widths against heads, the 2-D sin-cos width."""
+    for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+        if model[width] % model[heads]:
+            raise ConfigError(f"params: {where(width)}={model[width]} is not divisible by "
+                              f"{where(heads)}={model[heads]}")
+    if model["embed_dim"] % 4:
+        raise ConfigError(f"params: {where('embed_dim')}={model['embed_dim']} must be a multiple of 4 (2-D sin-cos)")
+
+
+def _check_refined_blocks(refine: dict, blocks: int, depth_key: str) -> None:
+    """refine.depth and refine.heads against the blocks of the encoder a refinement starts from."""
+    depth = refine["depth"]
+    if isinstance(depth, int) and depth > blocks:
+        raise ConfigError(f"params: refine.depth={depth} is beyond the model's {blocks} blocks ({depth_key})")
+    heads, kept = refine["heads"], depth if isinstance(depth, int) else blocks
+    if isinstance(heads, int) and heads > kept:  # depth: probe is only known after the probe; refine checks it then
+        raise ConfigError(f"params: refine.heads={heads} exceeds the {kept} blocks that refine.depth={depth!r} keeps "
+                          f"({depth_key}={blocks})")
 
 
 TIMM_INIT_PREFIX = "timm:"  # pretrain.variants.<v>.init: a timm model name; anything else is a file path

@@ -25,7 +25,7 @@ from pipeline.errors import ConfigError
 
 SCRATCH = Path(".studies")
 STUDIES = Path("studies")
-KEPT = ("results/report", "results/plots/knn_blocks")  # what a study keeps of its results/
+KEPT = ("results/report", "results/plots/knn_blocks", "results/plots/recon_blocks")  # what a study keeps
 
 
 def _git(*args: str) -> str:
@@ -66,7 +66,7 @@ def record(profile: str, work: Path, out: Path, command: str, seconds: float, co
         f"- command: {command}\n"
         f"- wall time: {seconds / 60:.1f} min on this machine ({datetime.date.today().isoformat()})\n"
         f"- report: `report/summary.md` (print it: `cat studies/{profile}/report/summary.md`), `report/summary.csv`,"
-        f" `report/all_metrics.json`, the figures in `report/`, per-block k-NN curves in `knn_blocks/`\n")
+        f" `report/all_metrics.json`, the figures in `report/`, per-block k-NN curves in `knn_blocks/`, per-block reconstruction losses in `recon_blocks/`\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ rule report:
         code=code("report"),
         pretrain=every_variant("results/pretrain/{variant}/seed{seed}/metrics.json"),
         probe=every_variant("results/probe/{variant}/seed{seed}/blocks.json"),
+        reconstruct=every_variant("results/reconstruct/{variant}/seed{seed}/blocks.json"),
         frequency=every_variant("results/analyze/{variant}/seed{seed}/frequency.csv"),
         frequency_summary=every_variant("results/analyze/{variant}/seed{seed}/frequency.json"),
         hessian=every_variant("results/analyze/{variant}/seed{seed}/hessian.json"),
@@ -29,6 +30,11 @@ rule report:
         fusion_weights=report(
             "results/report/fusion_weights.png", category="figures", caption=caption("fusion_weights")
         ),
+        knn_relative=report("results/report/knn_relative.png", category="figures", caption=caption("knn_relative")),
+        refine_gain=report("results/report/refine_gain.png", category="figures", caption=caption("refine_gain")),
+        recon_regimes=report(
+            "results/report/recon_regimes.png", category="figures", caption=caption("recon_regimes")
+        ),
         fewshot=report("results/report/fewshot.png", category="figures", caption=caption("fewshot")),
         spectrum=report("results/report/spectrum.png", category="figures", caption=caption("spectrum")),
         negatives=report(
@@ -48,5 +54,5 @@ rule report:
         CONDA_ENV
     shell:
         "python -m pipeline.stages.report --probe results/probe --pretrain results/pretrain "
-        "--analyze results/analyze --evaluate results/evaluate --refine results/refine --plots results/plots "
+        "--analyze results/analyze --reconstruct results/reconstruct --evaluate results/evaluate --refine results/refine --plots results/plots "
         "--out {params.out} > {log} 2>&1"

@@ -18,7 +18,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # The DAG's rules (rules/*.smk, in DAG order): what each runs once per ("variant": pretrain variant, "refined":
 # refinement, each times the seeds; "": once) and the stage module its command runs.
 RULES = {"prepare": ("", "prepare"), "pretrain": ("variant", "pretrain"), "probe": ("variant", "probe"),
-         "probe_refined": ("refined", "probe"), "refine": ("refined", "refine"), "analyze": ("variant", "analyze"),
+         "reconstruct": ("variant", "reconstruct"), "probe_refined": ("refined", "probe"), "refine": ("refined", "refine"), "analyze": ("variant", "analyze"),
          "evaluate": ("variant", "evaluate"), "evaluate_refined": ("refined", "evaluate"),
          "baselines": ("", "baselines"), "report": ("", "report")}
 
@@ -49,6 +49,8 @@ def tiny_params() -> dict:
     p["pretrain"]["variants"] = {"mae": {"fuse_blocks": [], "fusion": "softmax"},
                                  "mff": {"fuse_blocks": [0, 2], "fusion": "softmax"}}
     p["analyze"].update(images=100, batch_size=100)
+    p["reconstruct"].update(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=1, steps=10, warmup_steps=2,
+                            batch_size=64, val_images=100)
     p["refine"].update(head_epochs=1, epochs=1, warmup_epochs=0, batch_size=128, queue_size=512, proj_hidden=64,
                        proj_out=32, pred_hidden=64, monitor_bank=300, monitor_val=100,
                        mochi={"hardest": 64, "mixes": 16, "query_mixes": 8})

@@ -19,10 +19,12 @@ def test_record__keeps_the_report_curves_params_and_provenance(tmp_path):
     (work / "results/report/.lock").write_text("123")
     (work / "results/plots/knn_blocks/mae").mkdir(parents=True)
     (work / "results/plots/knn_blocks/mae/seed1.csv").write_text("block,cls\n")
+    (work / "results/plots/recon_blocks/mae").mkdir(parents=True)
+    (work / "results/plots/recon_blocks/mae/seed1.csv").write_text("block,loss\n")
     (work / "params.yaml").write_text("seeds: [0, 1, 2]\n")
     (out / "stale").mkdir(parents=True)  # an older record of the study is replaced, not merged
     study.record("seeds3", work, out, "make study S=seeds3", 600.0, "abc1234")
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "STUDY.md", "knn_blocks/mae/seed1.csv", "params.yaml", "report/summary.md"]
+        "STUDY.md", "knn_blocks/mae/seed1.csv", "params.yaml", "recon_blocks/mae/seed1.csv", "report/summary.md"]
     text = (out / "STUDY.md").read_text()
     assert "commit abc1234" in text and "10.0 min" in text and "profiles/seeds3/params.yaml" in text

@@ -14,12 +14,16 @@ from __future__ import annotations
 from pipeline.stats import difference_se, paired_images_se, paired_se
 
 # the headline metrics compared (metrics.json keys of evaluate)
-COMPARED = ("knn_cls", "linear", "fewshot_1")
+COMPARED = ("knn_cls", "linear", "fewshot_1", "fewshot_msn_1")
 RULE_SHORT = {"paired images": "paired", "paired splits": "splits", "binomial": "binomial"}
 
 
-def _fewshot_runs(details: dict, shots: str) -> list[float]:
-    return details["fewshot"][shots]["runs"]
+def _fewshot_runs(details: dict, metric: str) -> list[float]:
+    """The per-split accuracies behind fewshot_<shots> (the headline protocol) or fewshot_<protocol>_<shots>."""
+    *protocol, shots = metric.split("_")[1:]
+    name = protocol[0] if protocol else None
+    rec = details["fewshot"] if name in (None, details.get("fewshot_headline")) else details[f"fewshot_{name}"]
+    return rec[shots]["runs"]
 
 
 def correctness(details: dict, metric: str) -> str | None:
@@ -38,9 +42,8 @@ def metric_delta(metric: str, refined: dict, other: dict, n_test: int) -> tuple[
     """(delta, its standard error, the rule) of one evaluate metric; `refined` and `other` are {"eval", "details"}."""
     a, b = refined["eval"][metric], other["eval"][metric]
     if metric.startswith("fewshot_"):
-        shots = metric.split("_", 1)[1]
-        return a - b, paired_se(_fewshot_runs(refined["details"], shots),
-                                _fewshot_runs(other["details"], shots)), "paired splits"
+        return a - b, paired_se(_fewshot_runs(refined["details"], metric),
+                                _fewshot_runs(other["details"], metric)), "paired splits"
     bits_a, bits_b = correctness(refined["details"], metric), correctness(other["details"], metric)
     if bits_a and bits_b and len(bits_a) == len(bits_b) == n_test:
         return a - b, paired_images_se(bits_a, bits_b), "paired images"
@@ -57,7 +60,7 @@ def refinement_deltas(refined: dict, pretrained: dict, val_size: int) -> dict[st
     """
     n = refined["details"]["test_size"]
     out: dict[str, float] = {}
-    for metric in COMPARED:
+    for metric in (m for m in COMPARED if m in refined["eval"] and m in pretrained["eval"]):
         col = f"d_{metric}_vs_pretrained"
         out[col], out[f"{col}_se"], out[f"{col}_rule"] = metric_delta(metric, refined, pretrained, n)
         if "control" in refined["details"] and f"control_{metric}" in refined["eval"]:
@@ -84,7 +87,7 @@ def _pm(row: dict, col: str) -> str:
 def deltas_markdown(rows: list[dict]) -> str:
     """The refinement table of summary.md: per refined model, its deltas with standard errors (in points)."""
     cols = ["model", "pretrained", "depth", "heads from block", "EMA pretrained share", "k-NN vs pretrained",
-            "linear vs pretrained", "1-shot vs pretrained", "val k-NN vs best block", "k-NN vs cut-only control",
+            "linear vs pretrained", "1-shot vs pretrained", "1-shot (msn) vs pretrained", "val k-NN vs best block", "k-NN vs cut-only control",
             "1-shot vs cut-only control",
             "k-NN EMA / online"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -95,7 +98,7 @@ def deltas_markdown(rows: list[dict]) -> str:
         cells = [r["model"], r["pretrained"], str(int(r["depth"])), str(int(r["first_head_block"])),
                  f"{100 * r['ema_pretrained_share']:.2f}%",
                  _pm(r, "d_knn_cls_vs_pretrained"), _pm(r, "d_linear_vs_pretrained"),
-                 _pm(r, "d_fewshot_1_vs_pretrained"),
+                 _pm(r, "d_fewshot_1_vs_pretrained"), _pm(r, "d_fewshot_msn_1_vs_pretrained"),
                  _pm(r, "d_val_knn_vs_best_block"), _pm(r, "d_knn_cls_vs_control"), _pm(r, "d_fewshot_1_vs_control"),
                  f"{100 * r['knn_cls']:.1f} / {100 * online:.1f}" if online == online and online is not None else ""]
         lines.append("| " + " | ".join(cells) + " |")

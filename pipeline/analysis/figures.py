@@ -73,7 +73,7 @@ def _style(styles: dict[str, ModelStyle], model: str) -> ModelStyle:
     return styles[model]
 
 
-def _ordered(models, styles: dict[str, ModelStyle]) -> list[str]:
+def ordered_models(models, styles: dict[str, ModelStyle]) -> list[str]:
     """`models` in the legend order of `styles` (each checked to have a style)."""
     present = set(models)
     for m in present:
@@ -81,7 +81,7 @@ def _ordered(models, styles: dict[str, ModelStyle]) -> list[str]:
     return [m for m in styles if m in present]
 
 
-def _line(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, model: str, style: ModelStyle, marks: int = 12,
+def draw_line(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, model: str, style: ModelStyle, marks: int = 12,
           shift: float = 0.0) -> None:
     """The mean of `y` over rows sharing `x` (the seeds) as a styled line, one standard deviation as a band; at most
     about `marks` markers, so dense curves (spectra) stay lines. `shift` moves the line along x (a fraction of a
@@ -104,7 +104,7 @@ def _dodge(models: list[str], styles: dict[str, ModelStyle], step: float = 0.05)
     return {m: (marked.index(m) - (len(marked) - 1) / 2) * step if m in marked else 0.0 for m in models}
 
 
-def _save(fig: plt.Figure, path: str | Path, stamp: str, legend: bool = True) -> plt.Figure:
+def save_figure(fig: plt.Figure, path: str | Path, stamp: str, legend: bool = True) -> plt.Figure:
     """Stamp `fig`, put one legend beside the panels (where a dozen models cannot hide a line), write it as PNG
     atomically and close it; returns the figure, whose artists stay readable."""
     if legend:
@@ -122,7 +122,7 @@ def _mean_curve(df: pd.DataFrame, x: str, y: str) -> tuple:
     return mean.index.to_numpy(), mean.to_numpy()
 
 
-def _figure(ncols: int, width: float, height: float, sharey: bool = False) -> tuple[plt.Figure, list[plt.Axes]]:
+def panels(ncols: int, width: float, height: float, sharey: bool = False) -> tuple[plt.Figure, list[plt.Axes]]:
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), sharey=sharey, layout="constrained",
                              squeeze=False)
@@ -143,16 +143,16 @@ def knn_blocks_figure(curves: dict[str, list[list[dict[str, float]]]], path: str
     Returns:
         The written (closed) figure.
     """
-    fig, axes = _figure(2, 3.6, 3.0, sharey=True)
+    fig, axes = panels(2, 3.6, 3.0, sharey=True)
     for ax, feature in zip(axes, ("cls", "mean_patch")):
-        models = _ordered(curves, styles)
+        models = ordered_models(curves, styles)
         for model, shift in _dodge(models, styles).items():
             df = pd.DataFrame([{"block": r["block"], "knn": 100 * r[feature]} for rows in curves[model] for r in rows])
-            _line(ax, df, "block", "knn", model, styles[model], shift=shift)
+            draw_line(ax, df, "block", "knn", model, styles[model], shift=shift)
         ax.set(title=f"feature: {feature}", xlabel="block (0-based)")
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].set_ylabel("k-NN accuracy on val (%)")
-    return _save(fig, path, stamp)
+    return save_figure(fig, path, stamp)
 
 
 def frequency_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, styles: dict[str, ModelStyle],
@@ -171,8 +171,8 @@ def frequency_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, s
     Returns:
         The written (closed) figure.
     """
-    models = _ordered(spectra, styles)
-    fig, axes = _figure(len(models) + 1, 3.0, 2.8)
+    models = ordered_models(spectra, styles)
+    fig, axes = panels(len(models) + 1, 3.0, 2.8)
     for ax in axes[1:-1]:
         ax.sharey(axes[0])
     for ax, model in zip(axes, models):
@@ -189,12 +189,12 @@ def frequency_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, s
     last = axes[-1]
     for model in models:
         df = pd.concat(spectra[model], ignore_index=True)
-        _line(last, df[df["block"] == df["block"].max()], "frequency", "amplitude", model, styles[model])
+        draw_line(last, df[df["block"] == df["block"].max()], "frequency", "amplitude", model, styles[model])
     ticks = df.drop_duplicates("frequency").sort_values("frequency")
     last.set_xticks(ticks["frequency"].to_list(), labels=ticks["frequency_label"].to_list())
     last.set(title="last block, linear amplitude", xlabel="frequency (per axis, diagonal)", ylabel="amplitude")
     last.legend(frameon=False, fontsize=6, loc="best")
-    return _save(fig, path, stamp, legend=False)
+    return save_figure(fig, path, stamp, legend=False)
 
 
 def fusion_weights_figure(weights: dict[str, list[dict[str, float]]], path: str | Path,
@@ -212,13 +212,13 @@ def fusion_weights_figure(weights: dict[str, list[dict[str, float]]], path: str 
     Returns:
         The written (closed) figure.
     """
-    models = _ordered(weights, styles)
+    models = ordered_models(weights, styles)
     if not models:
-        fig, axes = _figure(1, 4.5, 3.0)
+        fig, axes = panels(1, 4.5, 3.0)
         axes[0].text(0.5, 0.5, "no MFF variant in params.yaml", ha="center", va="center")
         axes[0].set_axis_off()
-        return _save(fig, path, stamp, legend=False)
-    fig, axes = _figure(len(models), 3.6, 3.0)
+        return save_figure(fig, path, stamp, legend=False)
+    fig, axes = panels(len(models), 3.6, 3.0)
     for ax, model in zip(axes, models):
         df = pd.DataFrame([{"block": int(b), "weight": w} for ws in weights[model] for b, w in ws.items()])
         g = df.groupby("block")["weight"]
@@ -240,7 +240,7 @@ def fusion_weights_figure(weights: dict[str, list[dict[str, float]]], path: str 
                                                        lambda r, n=n: (r / 100 + 1) / n))
         right.set_ylabel("vs uniform (%)")
         ax.legend(frameon=False, fontsize=7, loc="upper left")
-    return _save(fig, path, stamp, legend=False)
+    return save_figure(fig, path, stamp, legend=False)
 
 
 def fewshot_figure(runs: dict[str, list[dict[str, dict]]], path: str | Path, styles: dict[str, ModelStyle],
@@ -257,17 +257,17 @@ def fewshot_figure(runs: dict[str, list[dict[str, dict]]], path: str | Path, sty
     Returns:
         The written (closed) figure.
     """
-    fig, (ax,) = _figure(1, 4.8, 3.2)
-    models = _ordered(runs, styles)
+    fig, (ax,) = panels(1, 4.8, 3.2)
+    models = ordered_models(runs, styles)
     shots = sorted({int(k) for m in models for fs in runs[m] for k in fs})
     for model, shift in _dodge(models, styles).items():
         # shot counts as evenly spaced categories (1, 2, 5, 10 are close to log-spaced), so models can be dodged
         df = pd.DataFrame([{"position": shots.index(int(k)), "accuracy": 100 * a} for fs in runs[model]
                            for k, v in fs.items() for a in v["runs"]])
-        _line(ax, df, "position", "accuracy", model, styles[model], shift=shift)
+        draw_line(ax, df, "position", "accuracy", model, styles[model], shift=shift)
     ax.set(xlabel="images per class", ylabel="test accuracy (%)")
     ax.set_xticks(range(len(shots)), labels=[str(s) for s in shots])
-    return _save(fig, path, stamp)
+    return save_figure(fig, path, stamp)
 
 
 SPECTRUM_PANELS = {"raw": "raw (uncentred)", "centred": "centred (Jing et al.)",
@@ -298,13 +298,13 @@ def spectrum_figure(spectra: dict[str, list[pd.DataFrame]], path: str | Path, st
                              sharey=True, layout="constrained", squeeze=False)
     for axes, (feature, curves) in zip(grid, rows.items()):
         for ax, (how, title) in zip(axes, SPECTRUM_PANELS.items()):
-            for model in _ordered(curves, styles):
+            for model in ordered_models(curves, styles):
                 df = pd.concat([s.assign(rank=s["index"] / max(len(s) - 1, 1)) for s in curves[model]],
                                ignore_index=True)
-                _line(ax, df, "rank", f"log10_singular_value_{how}", model, styles[model])
+                draw_line(ax, df, "rank", f"log10_singular_value_{how}", model, styles[model])
             ax.set(title=f"{feature}: {title}", xlabel="singular value index / feature width", ylim=(-12, None))
         axes[0].set_ylabel("log10 singular value")
-    return _save(fig, path, stamp)
+    return save_figure(fig, path, stamp)
 
 
 def negatives_top_share_figure(curves: dict[str, list[pd.DataFrame]], path: str | Path,
@@ -322,16 +322,16 @@ def negatives_top_share_figure(curves: dict[str, list[pd.DataFrame]], path: str 
     Returns:
         The written (closed) figure.
     """
-    models = [m for m in _ordered(curves, styles) if all("neg_top1_share" in c for c in curves[m])]
+    models = [m for m in ordered_models(curves, styles) if all("neg_top1_share" in c for c in curves[m])]
     if not models:
-        fig, axes = _figure(1, 4.5, 3.0)
+        fig, axes = panels(1, 4.5, 3.0)
         axes[0].text(0.5, 0.5, "no refinement logged the negatives' top share", ha="center", va="center")
         axes[0].set_axis_off()
-        return _save(fig, path, stamp, legend=False)
-    fig, axes = _figure(2, 3.6, 3.0, sharey=True)
+        return save_figure(fig, path, stamp, legend=False)
+    fig, axes = panels(2, 3.6, 3.0, sharey=True)
     for ax, (column, title) in zip(axes, {"neg_top1_share": "hardest 1%", "neg_top5_share": "hardest 5%"}.items()):
         for model in models:
-            _line(ax, pd.concat(curves[model], ignore_index=True), "epoch", column, model, styles[model])
+            draw_line(ax, pd.concat(curves[model], ignore_index=True), "epoch", column, model, styles[model])
         ax.set(title=title, xlabel="refinement epoch")
     axes[0].set_ylabel("share of the negatives' softmax mass")
-    return _save(fig, path, stamp)
+    return save_figure(fig, path, stamp)

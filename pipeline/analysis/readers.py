@@ -1,6 +1,6 @@
 """The report's inputs: what the upstream stages wrote, read per model and training seed.
 
-Layouts read: results/<stage>/<model>/seed<s>/ (pretrain and refine metrics.json, probe blocks.json, analyze
+Layouts read: results/<stage>/<model>/seed<s>/ (pretrain and refine metrics.json, probe and reconstruct blocks.json, analyze
 frequency.{json,csv}, evaluate metrics.json and details.json), the baselines' results/evaluate/baselines/, and the
 plot data results/plots/<kind>/<model>/seed<s>.csv (spectrum, refine_curve; the baselines' <kind>/<model>.csv).
 """
@@ -27,6 +27,7 @@ class ResultDirs:
     evaluate: Path
     refine: Path
     plots: Path
+    reconstruct: Path
 
 
 def require(path: Path) -> Path:
@@ -41,19 +42,23 @@ def read_json(path: Path) -> dict:
 
 
 def read_pretrained(dirs: ResultDirs, variant: str, seed: int) -> dict:
-    """One pretrained model's outputs: {"eval", "blocks", "val_size", "details", "extra", "fusion", "frequency"}."""
+    """One pretrained model's outputs: {"eval", "blocks", "recon", "val_size", "details", "extra", "fusion",
+    "frequency"}."""
     d = Path(variant, f"seed{seed}")
     pretrain = read_json(dirs.pretrain / d / "metrics.json")
     probe = read_json(dirs.probe / d / "blocks.json")
     frequency = read_json(dirs.analyze / d / "frequency.json")
-    return {"eval": read_json(dirs.evaluate / d / "metrics.json"), "blocks": probe["rows"],
+    recon = read_json(dirs.reconstruct / d / "blocks.json")["rows"]
+    return {"eval": read_json(dirs.evaluate / d / "metrics.json"), "blocks": probe["rows"], "recon": recon,
             "val_size": probe["val_size"],
             "details": read_json(dirs.evaluate / d / "details.json"),
             "extra": {"depth": probe["depth"], "pretrain_loss": pretrain["loss"],
                       "dlogamp_fmax_last": frequency["high_frequency"][-1],
                       "amplitude_f0_last": frequency["last_block_amplitude"][0],
                       "amplitude_fmax_last": frequency["last_block_amplitude"][-1],
-                      "hessian_top_eig": read_json(dirs.analyze / d / "hessian.json")["top_eigenvalue"]},
+                      "hessian_top_eig": read_json(dirs.analyze / d / "hessian.json")["top_eigenvalue"],
+                      "recon_loss_last": recon[-1]["loss"],
+                      "recon_best_block": min(recon, key=lambda r: r["loss"])["block"]},
             "fusion": pretrain["fusion_weights"],
             "frequency": pd.read_csv(require(dirs.analyze / d / "frequency.csv"))}
 

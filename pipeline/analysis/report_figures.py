@@ -15,16 +15,20 @@ from pipeline.analysis.figures import (
     spectrum_figure,
 )
 from pipeline.analysis.readers import ResultDirs, read_baseline_spectrum
+from pipeline.analysis.regimes import block_changes, recon_regimes_figure
+from pipeline.analysis.scaling import knn_relative_figure, refine_gain_figure
 
 
 def report_figures(runs: dict[int, dict[str, dict]], baseline_details: dict[str, dict], dirs: ResultDirs,
-                   variants: list[str], refined: list[str], baselines: tuple[str, ...], out: Path, stamp: str) -> None:
-    """knn_blocks, frequency, fewshot, spectrum, fusion_weights and negatives_top_share .png in `out`.
+                   variants: list[str], refined: list[str], baselines: tuple[str, ...], out: Path, stamp: str,
+                   gain_labels: dict[str, str]) -> None:
+    """knn_blocks, knn_relative, recon_regimes, refine_gain, frequency, fewshot, spectrum, fusion_weights and negatives_top_share .png in `out`.
 
     Each figure has one entry per seed for every model (it draws the mean and the spread over seeds) and the
     baselines once, with one style per model from params, so a model looks the same in every figure.
 
     Args:
+        gain_labels: refinement -> its label in refine_gain (its name and its source's model size).
         stamp: the footer of every figure. The report stage names the code (the git commit, +dirty when pipeline/
             differs from it; the stage's log line says the same) and a hash of the params it read. Trade-off: a
             rerun at the same commit writes the same bytes, so `dvc repro -f` leaves `dvc status` and git clean; a
@@ -40,6 +44,12 @@ def report_figures(runs: dict[int, dict[str, dict]], baseline_details: dict[str,
     random_blocks = baseline_details["random-init"]["blocks"]
     knn_blocks_figure({**{name: [m["blocks"] for m in ms] for name, ms in over_seeds.items()},
                        "random-init": [random_blocks]}, out / "knn_blocks.png", **look)
+    knn_relative_figure({name: [m["blocks"] for m in ms] for name, ms in over_seeds.items()}, out / "knn_relative.png",
+                        **look)
+    refine_gain_figure({r: [(m["extra"]["d_knn_cls_vs_pretrained"], m["extra"]["d_knn_cls_vs_pretrained_se"])
+                            for m in over_seeds[r]] for r in refined}, gain_labels, out / "refine_gain.png", **look)
+    recon_regimes_figure({v: [block_changes(m["blocks"], m["recon"]) for m in over_seeds[v]] for v in variants},
+                         out / "recon_regimes.png", stamp)
     frequency_figure({v: [m["frequency"] for m in over_seeds[v]] for v in variants}, out / "frequency.png", **look)
     fewshot_figure({**{name: [m["details"]["fewshot"] for m in ms] for name, ms in over_seeds.items()},
                     **{name: [d["fewshot"]] for name, d in baseline_details.items()}}, out / "fewshot.png", **look)

@@ -20,8 +20,8 @@ COLLAPSE_COLUMNS = tuple(f"{feature}{metric}_{how}" for feature in ("", "embeddi
 # the table of summary.md's analyses section: collapse (RankMe and the top eigenvalue's share per preprocessing),
 # the last block's linear Fourier amplitude (analyze) and MoCHi's negative hardness at the end of refinement
 ANALYSIS_COLUMNS = (*(c for c in COLLAPSE_COLUMNS if "hard_rank" not in c), "amplitude_f0_last",
-                    "amplitude_fmax_last", "dlogamp_fmax_last", "hessian_top_eig", "refine_neg_top1_share",
-                    "refine_neg_top5_share")
+                    "amplitude_fmax_last", "dlogamp_fmax_last", "hessian_top_eig", "recon_loss_last", "recon_best_block",
+                    "refine_neg_top1_share", "refine_neg_top5_share")
 
 
 def val_knn(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -89,11 +89,19 @@ def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]]
     first_cols = ["model", "knn_cls", "knn_mean_patch"]
     first_cols += sorted(c for c in table if c.startswith("knn_") and c not in first_cols)
     first_cols += ["linear"]
-    first_cols += sorted((c for c in table if c.startswith("fewshot_")), key=lambda c: int(c.split("_")[1]))
+    first_cols += sorted((c for c in table if c.startswith("fewshot_")), key=_fewshot_order)
     first_cols += [c for c in ("kmeans_acc", "kmeans_nmi", "kmeans_ari", "cluster_head_acc", "cluster_head_nmi",
                                "cluster_head_ari", "finetune", *COLLAPSE_COLUMNS, "alignment", "uniformity")
                    if c in table]
     return table[first_cols + [c for c in table if c not in first_cols]]
+
+
+def _fewshot_order(column: str) -> tuple[int, str, int]:
+    """fewshot_<shots>[_split..] (the headline protocol) first, then fewshot_<protocol>_<shots>, by shots."""
+    parts = column.split("_")
+    if parts[1].isdigit():
+        return 0, "", int(parts[1])
+    return 1, parts[1], int(parts[2])
 
 
 def _edge_metrics(cell: object) -> set[str]:
@@ -178,7 +186,10 @@ amplitude along the diagonal of the token grid, absolute, at frequency 0 (amplit
 frequency 2π·floor(n/2)/n of the n x n grid (amplitude_fmax_last; 6π/7 on 7 x 7), and the Δ log amplitude there
 relative to frequency 0 (dlogamp_fmax_last); frequency.png's last panel draws the whole spectrum. Sharpness
 (pretrained encoders; analyze): hessian_top_eig is the largest eigenvalue of the Hessian of the pretraining loss at
-the final weights (fixed validation images and masks, power iteration; MFF's flatter-loss claim). Hardness
+the final weights (fixed validation images and masks, power iteration; MFF's flatter-loss claim). Reconstruction
+per block (pretrained encoders; reconstruct): recon_loss_last is the val masked-patch loss of a fresh decoder trained
+on the last block's visible tokens, recon_best_block the block whose decoder reconstructs best (recon_regimes.png
+sets its changes beside the k-NN's). Hardness
 (MoCHi, Kalantidis et al. 2020): refine_neg_top1_share / top5 the share of the negatives' softmax mass held by the
 hardest 1% / 5% of them in the last epoch (the queue for moco/mochi, the batch for nna/nnclr);
 negatives_top_share.png draws it per epoch.
@@ -188,7 +199,7 @@ negatives_top_share.png draws it per epoch.
 # columns left out of summary.md's main table (the refinement table or summary.csv has them)
 MD_HIDDEN = ("d_", "online_", "control_", "knn_mim_refiner_", "knn_dino_mean_patch", "knn_dino_cls_prenorm",
              "rankme_centred", "rankme_standardized", "hard_rank_", "top_eigen_share_", "embedding_", "amplitude_", "refine_neg_top")
-MD_HIDDEN_COLS = {"kmeans_nmi", "cluster_head_nmi", "cluster_head_used", "refine_cluster_entropy", "hard_rank",
+MD_HIDDEN_COLS = {"recon_loss_last", "recon_best_block", "kmeans_nmi", "cluster_head_nmi", "cluster_head_used", "refine_cluster_entropy", "hard_rank",
                   "alignment", "dlogamp_fmax_last", "objective", "pretrained", "depth", "first_head_block",
                   "ema_pretrained_share", "refine_pos_mass", "test_size", "val_size"}
 

@@ -57,6 +57,36 @@ def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], ratio:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def src_padding(side: int) -> int:
+    """The reflect padding of the simple resized crop at image side `side`: PixMIM's and MFF's 4 px at 224, scaled
+    to the side, at least one pixel."""
+    return max(1, round(4 * side / 224))
+
+
+def random_crop_reflect(images: torch.Tensor, pad: int, hflip: bool = True,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """The simple resized crop (SRC) of PixMIM and mmpretrain's MFF configs for a whole batch: RandomCrop at the
+    input size from the image padded by `pad` pixels with reflection, then a horizontal flip with probability 1/2.
+
+    Args:
+        images: [B, C, H, W] float (already at the model's size: the Resize of the recipe is prepare's).
+    Returns:
+        [B, C, H, W]: each image shifted by up to `pad` pixels in each direction, edges reflected.
+    """
+    b, _, h, w = images.shape
+    dev = images.device
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    offsets = (distributed.rand(b, 2, device=dev, generator=generator) * (2 * pad + 1)).long().clamp(max=2 * pad)
+    rows = offsets[:, 0, None] + torch.arange(h, device=dev)  # [B, H]
+    cols = offsets[:, 1, None] + torch.arange(w, device=dev)  # [B, W]
+    out = padded[torch.arange(b, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    out = out.permute(0, 3, 1, 2)
+    if hflip:
+        flip = distributed.rand(b, device=dev, generator=generator) < 0.5
+        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    return out.contiguous()
+
+
 @dataclass(frozen=True)
 class ViewPhotometry:
     """Per-sample probabilities of one view's photometric operations (BYOL's recipe, as in MIM-Refiner)."""

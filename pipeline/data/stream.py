@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from pipeline.data.augment import BYOL_VIEWS
+from pipeline.data.augment import BYOL_VIEWS, src_padding
 from pipeline.data.loader import epoch_order
 from pipeline.data.prepared import array_hash
 from pipeline.data.sources import IMAGE_SUFFIXES
@@ -34,14 +34,18 @@ _BICUBIC = T.InterpolationMode.BICUBIC
 
 
 def mae_transform(size: int, crop_scale_min: float, hflip: bool, mean: list[float] | tuple[float, ...],
-                  std: list[float] | tuple[float, ...]) -> T.Compose:
-    """MAE's pretraining augmentation (facebookresearch/mae main_pretrain.py): RandomResizedCrop(size,
-    scale=(min, 1), bicubic), a horizontal flip, ToTensor, Normalize.
+                  std: list[float] | tuple[float, ...], augment: str = "rrc") -> T.Compose:
+    """The pretraining augmentation: MAE's (facebookresearch/mae main_pretrain.py; augment "rrc")
+    RandomResizedCrop(size, scale=(min, 1), bicubic), or the simple resized crop of PixMIM and mmpretrain's MFF
+    configs ("src": Resize(size), RandomCrop(size) with reflect padding, augment.src_padding), then a horizontal
+    flip, ToTensor, Normalize.
 
     Returns:
         PIL image -> float tensor [3, size, size].
     """
-    steps: list[Callable] = [T.RandomResizedCrop(size, scale=(crop_scale_min, 1.0), interpolation=_BICUBIC)]
+    steps: list[Callable] = (
+        [T.Resize(size), T.RandomCrop(size, padding=src_padding(size), padding_mode="reflect")] if augment == "src"
+        else [T.RandomResizedCrop(size, scale=(crop_scale_min, 1.0), interpolation=_BICUBIC)])
     if hflip:
         steps.append(T.RandomHorizontalFlip())
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])

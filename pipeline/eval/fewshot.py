@@ -1,4 +1,11 @@
-"""Few-shot evaluation: logistic regression on standardized, L2-normalized frozen features, over fixed splits."""
+"""Few-shot evaluation over the fixed splits, by named protocol (FEWSHOT_PROTOCOLS), like the k-NN ones:
+
+- tuned: features standardized with the train split's statistics and L2-normalized, logistic regression without
+  intercept, C picked per shot count on val by the one-standard-error rule (`fewshot_accuracy`);
+- msn: MSN's and MIM-Refiner's published protocol (facebookresearch/msn logistic_eval.py): each row centred over its
+  own dimensions and L2-normalized (cyanure `preprocess(centering=True, normalize=True, columns=False)`), no
+  intercept, cyanure's λ = 2.5e-4 / n, no selection (`fewshot_msn`).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -32,6 +39,37 @@ def fewshot_features(train_f: np.ndarray, *others: np.ndarray) -> list[np.ndarra
     x = train_f.astype(np.float64)
     mean, std = x.mean(0), x.std(0, ddof=1) + STANDARDIZE_EPS
     return [l2_normalize((f.astype(np.float64) - mean) / std) for f in (x, *others)]
+
+
+FEWSHOT_PROTOCOLS = ("tuned", "msn")
+# cyanure minimizes (1/n) Σ loss + (λ/2)|w|², sklearn C Σ loss + ½|w|²: C = 1 / (n λ), so MSN's λ = 2.5e-4 / n is
+# C = 4000 at any n (checked against cyanure 1.2.2 by benchmarks/cyanure_check.py: equal probabilities to 1e-7)
+MSN_C = 1.0 / 2.5e-4
+
+
+def msn_features(*sets: np.ndarray) -> list[np.ndarray]:
+    """Each row centred over its own dimensions, then L2-normalized (no dataset statistics); float64."""
+    out = []
+    for f in sets:
+        x = f.astype(np.float64)
+        out.append(l2_normalize(x - x.mean(axis=1, keepdims=True)))
+    return out
+
+
+def fewshot_msn(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                splits: dict[int, dict[int, np.ndarray]]) -> dict[str, dict]:
+    """MSN's few-shot protocol: `msn_features`, logistic regression without intercept at C = MSN_C on each split,
+    test accuracy as mean and std over the splits; no val, no selection.
+
+    Returns:
+        {"<shots>": {"c": MSN_C, "mean": .., "std": .., "runs": [..]}} with accuracies in 0..1.
+    """
+    train_f, test_f = msn_features(train[0], test[0])
+    out = {}
+    for shots, by_seed in sorted(splits.items()):
+        runs = _split_accuracies(train_f, train[1], [(test_f, test[1])], by_seed, MSN_C)[0]
+        out[str(shots)] = {"c": MSN_C, "mean": float(np.mean(runs)), "std": float(np.std(runs)), "runs": runs}
+    return out
 
 
 def _split_accuracies(train_f, train_y, eval_sets, by_seed, c) -> list[list[float]]:

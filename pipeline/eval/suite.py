@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from pipeline.eval.clustering import kmeans_scores
-from pipeline.eval.fewshot import fewshot_accuracy
+from pipeline.eval.fewshot import FEWSHOT_PROTOCOLS, fewshot_accuracy, fewshot_msn
 from pipeline.eval.knn import KNN_PROTOCOLS, knn_protocol, protocol_correct
 from pipeline.eval.linear import linear_probe
 from pipeline.eval.selection import warn_edge_picks
@@ -44,10 +44,11 @@ def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str
         feats: split -> pool -> [N, D] features, for splits train, val, test and pools cls, mean_patch.
         labels: split -> [N] labels.
         fewshot: shots -> seed -> train indices.
-        cfg: the params `evaluate` section (knn_headline, feature, linear, fewshot_cs, kmeans).
+        cfg: the params `evaluate` section (knn_headline, feature, linear, fewshot_headline, fewshot_cs, kmeans).
     Returns:
-        {"knn": {"headline": name, "protocols": knn_protocols(...)}, "linear": {...}, "fewshot": {...},
-         "kmeans": {...} | None}, accuracies in 0..1; linear and each few-shot entry hold their "selection".
+        {"knn": {"headline": name, "protocols": knn_protocols(...)}, "linear": {...}, "fewshot": {...} (the
+         headline few-shot protocol's), "fewshot_headline": its name, "fewshot_<other protocol>": {...},
+         "kmeans": {...} | None}, accuracies in 0..1; linear and each tuned few-shot entry hold their "selection".
     """
     knn_protocol(cfg["knn_headline"])  # an unknown name fails before the slow protocols
     out: dict = {"knn": {"headline": cfg["knn_headline"],
@@ -58,8 +59,12 @@ def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str
     out["linear"] = linear_probe(split["train"], split["val"], split["test"], num_classes, lin["lrs"], lin["epochs"],
                                  lin["batch_size"], lin["weight_decay"], seed, "evaluate.linear.lrs")
     np_split = {s: (feats[s][pool].cpu().numpy(), labels[s].cpu().numpy()) for s in ("train", "val", "test")}
-    out["fewshot"] = fewshot_accuracy(np_split["train"], np_split["val"], np_split["test"], fewshot, cfg["fewshot_cs"],
-                                      "evaluate.fewshot_cs")
+    protocols = {"tuned": lambda: fewshot_accuracy(np_split["train"], np_split["val"], np_split["test"], fewshot,
+                                                   cfg["fewshot_cs"], "evaluate.fewshot_cs"),
+                 "msn": lambda: fewshot_msn(np_split["train"], np_split["test"], fewshot)}
+    headline = cfg["fewshot_headline"]
+    out["fewshot"], out["fewshot_headline"] = protocols[headline](), headline  # the headline keeps its place
+    out.update({f"fewshot_{name}": run() for name, run in protocols.items() if name != headline})
     out["kmeans"] = kmeans_scores(*np_split["test"], num_classes, seed) if cfg["kmeans"] else None
     warn_edge_picks(selections(out))
     return out
@@ -68,7 +73,7 @@ def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str
 def selections(result: dict) -> dict[str, dict]:
     """The grid selections of a protocols result, keyed by the metric they serve (linear, fewshot_<shots>)."""
     out = {"linear": result["linear"]["selection"]}
-    out.update({f"fewshot_{shots}": v["selection"] for shots, v in result["fewshot"].items()})
+    out.update({f"fewshot_{shots}": v["selection"] for shots, v in result["fewshot"].items() if "selection" in v})
     return out
 
 
@@ -82,6 +87,10 @@ def flat_metrics(result: dict) -> dict[str, float]:
     flat.update({f"knn_{name}_{pool}": acc for name, p in knn["protocols"].items() for pool, acc in p["acc"].items()})
     flat["linear"] = result["linear"]["test"]
     flat.update({f"fewshot_{k}": v["mean"] for k, v in result["fewshot"].items()})
+    headline = result.get("fewshot_headline")
+    for name in FEWSHOT_PROTOCOLS if headline else ():  # every protocol by name too, the headline's twice
+        rec = result["fewshot"] if name == headline else result[f"fewshot_{name}"]
+        flat.update({f"fewshot_{name}_{k}": v["mean"] for k, v in rec.items()})
     if result.get("kmeans"):
         flat.update({f"kmeans_{k}": v for k, v in result["kmeans"].items()})
     if result.get("finetune"):

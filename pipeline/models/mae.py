@@ -46,6 +46,41 @@ def random_masking(tokens: torch.Tensor, mask_ratio: float, generator: torch.Gen
     return kept, torch.gather(mask, 1, ids_restore), ids_restore
 
 
+def add_decoder(module: nn.Module, encoder: ViTEncoder, decoder_embed_dim: int, decoder_depth: int,
+                decoder_num_heads: int, mlp_ratio: float) -> None:
+    """Give `module` MAE's light decoder for `encoder`'s tokens, under the official MAE names (mask_token,
+    decoder_embed, decoder_pos_embed, decoder_blocks, decoder_norm, decoder_pred): MaskedAutoencoder and the
+    per-block decoders of the reconstruction probe (BlockDecoder) are built by this one function."""
+    p, c = encoder.patch_size, encoder.arch["in_chans"]
+    grid = encoder.arch["img_size"] // p
+    module.decoder_embed = nn.Linear(encoder.embed_dim, decoder_embed_dim)
+    module.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+    module.register_buffer("decoder_pos_embed", sincos_2d(decoder_embed_dim, grid, grid, cls_token=True))
+    norm = partial(nn.LayerNorm, eps=1e-6)
+    module.decoder_blocks = nn.ModuleList(
+        Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
+        for _ in range(decoder_depth))
+    module.decoder_norm = norm(decoder_embed_dim)
+    module.decoder_pred = nn.Linear(decoder_embed_dim, p * p * c)
+    for m in (module.decoder_embed, module.decoder_blocks, module.decoder_norm, module.decoder_pred):
+        init_mae_weights(m)
+    nn.init.normal_(module.mask_token, std=0.02)
+
+
+def decode(module: nn.Module, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+    """MAE's decoder (built by add_decoder on `module`): latent [B, 1+K, D] of the visible tokens -> per-patch
+    pixel predictions [B, N, p*p*C], mask tokens at the removed places, cls output dropped."""
+    x = module.decoder_embed(latent)
+    b, n = ids_restore.shape
+    masks = module.mask_token.expand(b, n - (x.shape[1] - 1), -1)
+    x_ = torch.cat([x[:, 1:], masks], dim=1)
+    x_ = torch.gather(x_, 1, ids_restore[..., None].expand(-1, -1, x.shape[2]))
+    x = torch.cat([x[:, :1], x_], dim=1) + module.decoder_pos_embed
+    for blk in module.decoder_blocks:
+        x = blk(x)
+    return module.decoder_pred(module.decoder_norm(x))[:, 1:]
+
+
 class MaskedAutoencoder(nn.Module):
     """MAE (or MFF-MAE when `fuse_blocks` is given) with a light transformer decoder.
 
@@ -65,20 +100,7 @@ class MaskedAutoencoder(nn.Module):
             raise ValueError(f"unknown fusion {fusion!r} (known: softmax, mean)")
         self.fusion = (MultiLevelFusion(encoder.embed_dim, list(fuse_blocks), learnable=fusion == "softmax")
                        if fuse_blocks else None)
-        p, c = encoder.patch_size, encoder.arch["in_chans"]
-        grid = encoder.arch["img_size"] // p
-        self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_embed_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.register_buffer("decoder_pos_embed", sincos_2d(decoder_embed_dim, grid, grid, cls_token=True))
-        norm = partial(nn.LayerNorm, eps=1e-6)
-        self.decoder_blocks = nn.ModuleList(
-            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
-            for _ in range(decoder_depth))
-        self.decoder_norm = norm(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, p * p * c)
-        for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
-            init_mae_weights(m)
-        nn.init.normal_(self.mask_token, std=0.02)
+        add_decoder(self, encoder, decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio)
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, N, p*p*C] in the order the decoder predicts."""
@@ -96,15 +118,7 @@ class MaskedAutoencoder(nn.Module):
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """Latent [B, 1+K, D] -> per-patch pixel predictions [B, N, p*p*C] (cls output dropped)."""
-        x = self.decoder_embed(latent)
-        b, n = ids_restore.shape
-        masks = self.mask_token.expand(b, n - (x.shape[1] - 1), -1)
-        x_ = torch.cat([x[:, 1:], masks], dim=1)
-        x_ = torch.gather(x_, 1, ids_restore[..., None].expand(-1, -1, x.shape[2]))
-        x = torch.cat([x[:, :1], x_], dim=1) + self.decoder_pos_embed
-        for blk in self.decoder_blocks:
-            x = blk(x)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+        return decode(self, latent, ids_restore)
 
     def forward(self, imgs: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,3 +158,18 @@ class ModelSpec:
         """MAE (or MFF-MAE with `fuse_blocks`) around `encoder`, with a freshly initialized decoder."""
         return MaskedAutoencoder(encoder, self.decoder_embed_dim, self.decoder_depth, self.decoder_num_heads,
                                  self.mlp_ratio, fuse_blocks, fusion)
+
+
+class BlockDecoder(nn.Module):
+    """A fresh MAE decoder on one encoder block's output (MIM-Refiner's per-block reconstruction probe): a new
+    LayerNorm (the encoder's final norm is tuned to the last block only), then add_decoder's decoder."""
+
+    def __init__(self, encoder: ViTEncoder, decoder_embed_dim: int, decoder_depth: int, decoder_num_heads: int,
+                 mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(encoder.embed_dim, eps=1e-6)
+        add_decoder(self, encoder, decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio)
+
+    def forward(self, tokens: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """Block output of the visible tokens [B, 1+K, D] -> pixel predictions [B, N, p*p*C]."""
+        return decode(self, self.norm(tokens), ids_restore)

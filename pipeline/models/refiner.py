@@ -16,6 +16,7 @@ refiner that carries them, the two phases of its recipe, the table of objectives
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Callable
@@ -108,25 +109,42 @@ class MomentumKeys(nn.Module):
     Args:
         refiner: the online network; its current weights start the average.
         momentum: m in key = m * key + (1 - m) * online, applied after every optimizer step.
+        schedule: "constant" (MoCo v1/v2) or "cosine" (MoCo v3: m rises from `momentum` to 1 along a half cosine
+            over `total_updates`).
+        total_updates: the optimizer steps of the whole refinement (both phases): the cosine's length.
     """
 
-    def __init__(self, refiner: Refiner, momentum: float):
+    def __init__(self, refiner: Refiner, momentum: float, schedule: str = "constant", total_updates: int = 0):
         super().__init__()
+        if schedule not in ("constant", "cosine") or (schedule == "cosine" and total_updates < 1):
+            raise ValueError(f"momentum schedule {schedule!r} over {total_updates} updates")
         self.blocks = list(refiner.blocks)
         self.encoder = EMA(refiner.encoder, momentum)
         self.projectors = EMA(refiner.projectors(), momentum)
+        self.base, self.schedule, self.total = momentum, schedule, total_updates
 
     @torch.no_grad()
     def update(self, refiner: Refiner) -> None:
+        m = key_momentum(self.base, int(self.encoder.updates), self.total, self.schedule)
+        self.encoder.momentum = self.projectors.momentum = m
         self.encoder.update(refiner.encoder)
         self.projectors.update(refiner.projectors())
 
     @torch.no_grad()
     def keys(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """[N, C, H, W] -> one [N, out] key per head block (projector BatchNorm on batch statistics, as MoCo)."""
-        self.projectors.module.train()
+        """[N, C, H, W] -> one [N, out] key per head block. The projectors' BatchNorm uses its running statistics
+        (the average of the online ones), not the batch's: a key depends on its own image only, so the batch
+        statistics cannot tell the query its positive (MoCo's "BN cheating", which ShuffleBN breaks)."""
+        self.projectors.module.eval()
         feats = head_features(self.encoder.module, images, self.blocks)
         return [proj(f) for proj, f in zip(self.projectors.module, feats)]
+
+
+def key_momentum(base: float, t: int, total: int, schedule: str) -> float:
+    """The key momentum at update t (0-based): `base`, or MoCo v3's 1 - (1 - base) (1 + cos(π t / total)) / 2."""
+    if schedule == "constant":
+        return base
+    return 1.0 - (1.0 - base) * (1.0 + math.cos(math.pi * min(t, total) / total)) / 2.0
 
 
 # ---- the recipe: the loss and the two phases -----------------------------------------------------------------------
@@ -181,9 +199,12 @@ def loss_of(cfg: dict, name: str) -> Loss:
                 cfg["cluster_temperature"] if OBJECTIVES[objective].clusters else None, oracle)
 
 
-def momentum_of(cfg: dict, name: str) -> float:
-    """MoCo's key momentum of refinement `name` (its own, as the momentum-0 ablation sets, or the section's)."""
-    return cfg["variants"][name].get("moco_momentum", cfg["moco_momentum"])
+def momentum_of(cfg: dict, name: str) -> tuple[float, str]:
+    """MoCo's key momentum and its schedule for refinement `name` (its own, as the momentum-0 ablation sets, or the
+    section's)."""
+    own = cfg["variants"][name]
+    return (own.get("moco_momentum", cfg["moco_momentum"]),
+            own.get("moco_momentum_schedule", cfg["moco_momentum_schedule"]))
 
 
 # ---- the objectives -----------------------------------------------------------------------------------------------

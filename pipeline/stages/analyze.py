@@ -18,6 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pipeline.analysis.frequency import block_spectra, diagonal_frequencies, frequency_table
 from pipeline.atomic import write_json, write_text
+from pipeline.config import variant_model
 from pipeline.data.loader import DeviceImages
 from pipeline.data.prepared import load_prepared
 from pipeline.data.splits import stratified_subset
@@ -70,7 +71,7 @@ def sharpness(p: dict, variant: str, encoder: ViTEncoder, ckpt: dict, val: Devic
     """The top Hessian eigenvalue of the pretraining loss at model.pt's weights (fp32, eval mode: no randomness
     but the seeded masks), on the first analyze.hessian_images of the analysis images."""
     cfg, spec = p["analyze"], p["pretrain"]["variants"][variant]
-    mae = ModelSpec.from_params(p["model"]).autoencoder(encoder, ckpt.get("fuse_blocks", []),
+    mae = ModelSpec.from_params(variant_model(p["model"], spec)).autoencoder(encoder, ckpt.get("fuse_blocks", []),
                                                         spec.get("fusion", "softmax"))
     load_module_state(mae, ckpt["model"], f"{variant} model.pt:model")
     mae.to(device).eval()

@@ -10,6 +10,7 @@ import sys
 
 from pipeline import distributed
 from pipeline.atomic import write_json, write_text
+from pipeline.config import variant_model
 from pipeline.data.stream import mae_transform
 from pipeline.data.train_source import train_source
 from pipeline.models.mae import ModelSpec
@@ -49,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     device = rt.setup_runtime(run_cfg, p["seed"])
     main = distributed.world().main
     train = train_source(p["data"], args.data, p["seed"], recipe.batch_size, device, lambda card: mae_transform(
-        card["shape"][0], recipe.crop_scale_min, recipe.hflip, card["mean"], card["std"]))
+        card["shape"][0], recipe.crop_scale_min, recipe.hflip, card["mean"], card["std"], recipe.augment))
     h, w, c = train.card["shape"]
-    spec = ModelSpec.from_params(p["model"])
+    spec = ModelSpec.from_params(variant_model(p["model"], variant))
     model = spec.autoencoder(spec.encoder(h, c), fuse_blocks, variant["fusion"]).to(device)
     started = import_weights(model, init) if init else None  # before anything is written: a bad file writes nothing
     # batches do not depend on the worker count, so a killed run may resume with another

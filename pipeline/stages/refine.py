@@ -57,6 +57,7 @@ PARAMS = (
     "refine.topk", "refine.proj_hidden", "refine.proj_out", "refine.pred_hidden", "refine.global_scale_min",
     "refine.photometric",
     "refine.local_crops", "refine.local_size", "refine.local_scale", "refine.ema", "refine.moco_momentum",
+    "refine.moco_momentum_schedule",
     "refine.mochi", "refine.cluster_k", "refine.cluster_temperature", "refine.false_negatives",
     "refine.checkpoint_every", "refine.monitor_bank", "refine.monitor_val",
     "data.stream", "data.root", "data.workers", "data.val_size",  # the stream reads root/train less the val hold-out
@@ -146,12 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     if distributed.world().size > 1:  # head BatchNorm statistics over the global batch, as one process sees it
         distributed.convert_sync_batchnorm(refiner.heads)
     ema = EMA(encoder, cfg["ema"], cfg["ema_warmup"])
-    keys = MomentumKeys(refiner, momentum_of(cfg, args.variant)) if objective.momentum else None
     train = train_source(p["data"], args.data, seed, cfg["batch_size"], device, lambda card: multiview_transform(
         card["shape"][0], cfg["local_size"] or card["shape"][0], cfg["local_crops"], cfg["global_scale_min"],
         cfg["local_scale"], card["mean"], card["std"]), data)
     monitor = knn_monitor(data, cfg, seed, device)
     steps = check_budget(cfg, train.size)
+    keys = (MomentumKeys(refiner, *momentum_of(cfg, args.variant), (cfg["head_epochs"] + cfg["epochs"]) * steps)
+            if objective.momentum else None)
     fetch = device_views(train.arrays, cfg["global_scale_min"], cfg["local_crops"], tuple(cfg["local_scale"]),
                          cfg["local_size"] or None, cfg["photometric"]) if train.arrays else loader_views
     # batches do not depend on the worker count, so a killed run may resume with another

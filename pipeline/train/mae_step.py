@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from pipeline.data.augment import random_resized_crop
+from pipeline.data.augment import random_crop_reflect, random_resized_crop, src_padding
 from pipeline.data.loader import DeviceImages
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.objectives.mae import reconstruction_loss
@@ -18,11 +18,15 @@ from pipeline.objectives.mae import reconstruction_loss
 Fetch = Callable[[Any], torch.Tensor]
 
 
-def device_crops(data: DeviceImages, crop_scale_min: float, hflip: bool) -> Fetch:
-    """fetch(indices [B]) -> images [B, C, H, W] of `data`, RandomResizedCrop'd (scale (min, 1)) and flipped."""
+def device_crops(data: DeviceImages, crop_scale_min: float, hflip: bool, augment: str = "rrc") -> Fetch:
+    """fetch(indices [B]) -> images [B, C, H, W] of `data`, RandomResizedCrop'd (scale (min, 1); augment "rrc") or
+    reflect-padded and RandomCrop'd ("src"), and flipped."""
     def fetch(idx: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return random_resized_crop(data.batch(idx), (crop_scale_min, 1.0), hflip=hflip)
+            images = data.batch(idx)
+            if augment == "src":
+                return random_crop_reflect(images, src_padding(images.shape[-1]), hflip=hflip)
+            return random_resized_crop(images, (crop_scale_min, 1.0), hflip=hflip)
 
     return fetch
 
@@ -33,7 +37,7 @@ def loader_images(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
 
 
 def mae_step_fn(model: MaskedAutoencoder, forward: nn.Module | Callable, data: DeviceImages | Fetch,
-                mask_ratio: float, norm_pix: bool, crop_scale_min: float, hflip: bool
+                mask_ratio: float, norm_pix: bool, crop_scale_min: float, hflip: bool, augment: str = "rrc"
                 ) -> Callable[[Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Build step_fn(batch) -> (loss, metrics) for the training loop.
 
@@ -43,10 +47,10 @@ def mae_step_fn(model: MaskedAutoencoder, forward: nn.Module | Callable, data: D
         data: the train split on the device (a batch is indices [B]), or a fetch callable batch -> augmented
             images (`loader_images` for the stream, whose batches are (images, labels)).
         mask_ratio, norm_pix: MAE masking and target normalization.
-        crop_scale_min, hflip: RandomResizedCrop scale (min, 1) and flips of the device crops (a fetch callable
-            brings its own augmentation).
+        crop_scale_min, hflip, augment: the device crops (device_crops; a fetch callable brings its own
+            augmentation).
     """
-    fetch = device_crops(data, crop_scale_min, hflip) if isinstance(data, DeviceImages) else data
+    fetch = device_crops(data, crop_scale_min, hflip, augment) if isinstance(data, DeviceImages) else data
 
     def step(batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         imgs = fetch(batch)

@@ -40,13 +40,18 @@ class PretrainRecipe:
     crop_scale_min: float
     hflip: bool
     checkpoint_every: int
+    augment: str  # the variant's: "rrc" (MAE's RandomResizedCrop) or "src" (MFF's simple resized crop)
+    fusion_lr_scale: float  # the variant's: the MFF fusion logits' lr relative to the rest
+    fusion_weight_decay: float  # the variant's: the logits' weight decay (0, as every 1-D tensor; mmpretrain: 0.05)
 
     @classmethod
     def from_params(cls, pre: dict, variant: dict) -> PretrainRecipe:
         """The recipe of params pretrain for one of its variants, values as the params file gives them."""
         # optional key (params.schema.yaml): absent = trained for pretrain.epochs
         epochs = pre["epochs"] if variant.get("epochs") is None else variant["epochs"]
-        return cls(**{f.name: pre[f.name] for f in fields(cls) if f.name != "epochs"}, epochs=epochs)
+        own = {"augment": "rrc", "fusion_lr_scale": 1.0, "fusion_weight_decay": 0.0}  # optional variant keys
+        return cls(**{f.name: pre[f.name] for f in fields(cls) if f.name not in (*own, "epochs")}, epochs=epochs,
+                   **{k: variant.get(k, default) for k, default in own.items()})
 
 
 def pretrain(model: MaskedAutoencoder, train: TrainData, recipe: PretrainRecipe, seed: int, device: torch.device,
@@ -67,9 +72,9 @@ def pretrain(model: MaskedAutoencoder, train: TrainData, recipe: PretrainRecipe,
     total, warmup = recipe.epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch
     log.info("lr %.3g (blr %.3g x batch %d / 256), %d steps/epoch, device %s", lr, recipe.blr, bs,
              steps_per_epoch, device)
-    optimizer = adamw(param_groups(model, recipe.weight_decay), (recipe.beta1, recipe.beta2), device)
+    optimizer = adamw(pretrain_groups(model, recipe), (recipe.beta1, recipe.beta2), device)
     step_fn = mae_step_fn(model, forward, train.arrays or loader_images, recipe.mask_ratio, recipe.norm_pix_loss,
-                          recipe.crop_scale_min, recipe.hflip)
+                          recipe.crop_scale_min, recipe.hflip, recipe.augment)
     main = live_dir is not None
     # DVCLive must neither edit dvc.yaml nor save an experiment (its defaults outside dvc repro; docs/design.md)
     live = live_logger(str(live_dir), resume=checkpointer.path.exists()) if main else None
@@ -93,6 +98,19 @@ def pretrain(model: MaskedAutoencoder, train: TrainData, recipe: PretrainRecipe,
     if live is not None:
         live.end()
     return result
+
+
+def pretrain_groups(model: MaskedAutoencoder, recipe: PretrainRecipe) -> list[dict]:
+    """MAE's weight-decay groups; an MFF variant with its own fusion lr scale or weight decay gets its fusion
+    logits in a group of their own (the lr budget of the logits decides how far the fusion weights can move)."""
+    groups = param_groups(model, recipe.weight_decay)
+    if model.fusion is None or (recipe.fusion_lr_scale == 1.0 and recipe.fusion_weight_decay == 0.0):
+        return groups
+    logits = model.fusion.logits
+    for g in groups:
+        g["params"] = [p for p in g["params"] if p is not logits]
+    return groups + [{"params": [logits], "weight_decay": recipe.fusion_weight_decay,
+                      "lr_scale": recipe.fusion_lr_scale}]
 
 
 def pretrained_state(model: MaskedAutoencoder, variant: str, fuse_blocks: list[int]) -> dict:

@@ -13,7 +13,8 @@ from tests.stages.test_report_seeds import fake_results
 
 def _dirs(root: Path) -> ResultDirs:
     r = root / "results"
-    return ResultDirs(r / "probe", r / "pretrain", r / "analyze", r / "evaluate", r / "refine", r / "plots")
+    return ResultDirs(r / "probe", r / "pretrain", r / "analyze", r / "evaluate", r / "refine", r / "plots",
+                      r / "reconstruct")
 
 
 def test_read_runs__every_model_per_seed_variants_first_with_deltas(tmp_path):
@@ -25,6 +26,7 @@ def test_read_runs__every_model_per_seed_variants_first_with_deltas(tmp_path):
     mae = runs[1]["mae"]
     assert mae["eval"]["knn_cls"] == 0.64 and mae["extra"]["depth"] == 3 and mae["extra"]["dlogamp_fmax_last"] == -5.0
     assert mae["extra"]["hessian_top_eig"] == 101.0
+    assert mae["extra"]["recon_loss_last"] == 0.4 and mae["extra"]["recon_best_block"] == 2
     assert list(mae["spectrum"].columns)[0] == "index" and "frequency" in mae
     name = next(n for n, spec in refined.items() if spec["pretrained"] == "mae")
     extra = runs[1][name]["extra"]

@@ -35,6 +35,18 @@ def test_load_params__gpu_profile_overlay_is_valid(tmp_path):
     (lambda p: p["evaluate"].update(fewshot_cs=[1.0, 1.0]), "evaluate.fewshot_cs = [1.0, 1.0]"),
     (lambda p: p["model"].update(num_heads=5), "model.embed_dim=32 is not divisible by model.num_heads=5"),
     (lambda p: p["pretrain"]["variants"]["mff"].update(fuse_blocks=[0, 1]), "end with the last block 2"),
+    # a variant's own model keys: the variant and the key named, the global key when the variant inherits it
+    (lambda p: p["pretrain"]["variants"]["mae"].update(model={"num_heads": 5}),
+     "params: model.embed_dim=32 is not divisible by pretrain.variants.mae.model.num_heads=5"),
+    (lambda p: p["pretrain"]["variants"]["mff"].update(model={"depth": 2}),
+     "pretrain.variants.mff.fuse_blocks=[0, 2] must be increasing, hold at least two blocks and end with the last "
+     "block 1 (pretrain.variants.mff.model.depth=2)"),
+    (lambda p: p["pretrain"]["variants"]["mae"].update(model={"embed_dim": 30, "num_heads": 3}),
+     "pretrain.variants.mae.model.embed_dim=30 must be a multiple of 4"),
+    (lambda p: p["pretrain"]["variants"]["mae"].update(model={"patch_size": 4}),
+     "unknown key 'pretrain.variants.mae.model.patch_size'"),
+    (lambda p: (p["pretrain"]["variants"]["mae"].update(model={"depth": 2}), p["refine"].update(depth=3)),
+     "refine.depth=3 is beyond the model's 2 blocks (pretrain.variants.mae.model.depth)"),
     (lambda p: p["data"].update(dataset="mnist"), "data.dataset = 'mnist'"),
     (lambda p: p["refine"].update(depth=7), "refine.depth=7 is beyond the model's 3 blocks"),
     (lambda p: p["refine"].update(depth="half"), "refine.depth = 'half'"),

@@ -259,7 +259,7 @@ def stage_cases(seed: int) -> list[Case]:
 
 
 # a stage's error line names a params key (a dotted path under a section, or seed/seeds) ...
-_STAGE_KEY = re.compile(r"\b(?:(?:runtime|data|model|pretrain|probe|refine|evaluate|analyze)\.\w+|seeds?\b)")
+_STAGE_KEY = re.compile(r"\b(?:(?:runtime|data|model|pretrain|probe|reconstruct|refine|evaluate|analyze)\.\w+|seeds?\b)")
 # ... or says training diverged after an update: a loss that is not finite before any update (step 0) comes from
 # the params themselves, and validation must catch them
 _DIVERGED = re.compile(r"^error: non-finite loss at step [1-9]\d*;")

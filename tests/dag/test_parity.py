@@ -114,7 +114,8 @@ def test_parity__same_jobs_commands_outs_and_deps(project):
     refined = ("mae_nna", "mff_nna", "mae_nnclr", "mae_moco", "mae_mochi")
     assert sorted(s["name"] for s in dvc.values()) == sorted(
         ["prepare", "baselines", "report"]
-        + [f"{stage}@{v}-{s}" for stage in ("pretrain", "probe", "analyze", "evaluate") for v in ("mae", "mff")
+        + [f"{stage}@{v}-{s}" for stage in ("pretrain", "probe", "reconstruct", "analyze", "evaluate")
+           for v in ("mae", "mff")
            for s in seeds]
         + [f"{stage}@{r}-{s}" for stage in ("refine", "probe_refined", "evaluate_refined") for r in refined
            for s in seeds])

@@ -20,7 +20,8 @@ from tests.conftest import REPO, RULES, copy_project, rule_params, tiny_params, 
 from tests.dag.test_parity import tool
 
 PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-GPU_RULES = ("pretrain", "refine", "probe", "probe_refined", "evaluate", "evaluate_refined", "analyze", "baselines")
+GPU_RULES = ("pretrain", "refine", "probe", "reconstruct", "probe_refined", "evaluate", "evaluate_refined", "analyze",
+             "baselines")
 CPU_RULES = ("prepare", "report")  # rules/common.smk gives every other stage one GPU when runtime.device is not cpu
 SIZED = ("runtime", "mem_mb", "cpus_per_task")  # every job must carry these three
 # resources the plugin turns into sbatch options (snakemake_executor_plugin_slurm: submit_string.py, utils.py)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.augment import BYOL_VIEWS, blur_kernel_size, photometric, random_resized_crop
+from pipeline.data.augment import (BYOL_VIEWS, blur_kernel_size, photometric, random_crop_reflect, random_resized_crop,
+                                   src_padding)
 from pipeline.data.loader import DeviceImages
 from pipeline.data.views import device_views
 
@@ -16,6 +17,30 @@ def test_random_resized_crop__full_scale_square_no_flip_is_identity():
     x = torch.randn(3, 1, 8, 8)
     out = random_resized_crop(x, (1.0, 1.0), ratio=(1.0, 1.0), hflip=False)
     torch.testing.assert_close(out, x)
+
+
+def test_random_crop_reflect__each_crop_is_a_shift_of_the_reflect_padded_image():
+    images = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    out = random_crop_reflect(images, 2, hflip=False, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2), mode="reflect")
+    assert out.shape == images.shape
+    for b in range(2):  # exactly one of the 25 windows of the padded image, the same for every pixel
+        windows = [(dy, dx) for dy in range(5) for dx in range(5)
+                   if torch.equal(out[b], padded[b, :, dy:dy + 6, dx:dx + 6])]
+        assert len(windows) == 1
+    draws = {tuple(random_crop_reflect(images, 2, hflip=False,
+                                       generator=torch.Generator().manual_seed(s))[0, 0, 0, :2].tolist())
+             for s in range(60)}
+    assert len(draws) > 10  # the offsets vary over the whole range, not a fixed shift
+    assert src_padding(224) == 4 and src_padding(28) == 1 and src_padding(448) == 8
+
+
+def test_random_crop_reflect__flips_half_the_images():
+    images = torch.rand(400, 1, 4, 4)
+    out = random_crop_reflect(images, 1, hflip=True, generator=torch.Generator().manual_seed(1))
+    unflipped = random_crop_reflect(images, 1, hflip=False, generator=torch.Generator().manual_seed(1))
+    flipped = sum(torch.equal(o, u.flip(-1)) and not torch.equal(o, u) for o, u in zip(out, unflipped))
+    assert 160 < flipped < 240
 
 
 def test_random_resized_crop__same_generator_seed_same_crops():

@@ -96,3 +96,32 @@ def test_fewshot_accuracy__per_dimension_scale_does_not_change_the_result():
     assert {k: v["c"] for k, v in a.items()} == {k: v["c"] for k, v in b.items()}
     assert {k: v["runs"] for k, v in a.items()} == {k: v["runs"] for k, v in b.items()}
     assert a["1"]["selection"]["rule"] == "one_se" and a["1"]["selection"]["key"] == "evaluate.fewshot_cs"
+
+
+def test_msn_features__rows_centred_over_their_own_dims_then_unit_length():
+    from pipeline.eval.fewshot import msn_features
+
+    (out,) = msn_features(np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 6.0]]))
+    np.testing.assert_allclose(out[0], [-1 / np.sqrt(2), 0.0, 1 / np.sqrt(2)])  # [1,2,3] - 2 = [-1,0,1]
+    np.testing.assert_allclose(out[1], np.array([-1.0, -1.0, 2.0]) / np.sqrt(6))  # [2,2,6] - 10/3, scaled
+
+
+def test_fewshot_msn__fixed_c_no_selection_and_the_same_fit_as_by_hand():
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.eval.fewshot import MSN_C, fewshot_msn, msn_features
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 3
+    y_train, y_test = np.repeat(np.arange(3), 20), np.repeat(np.arange(3), 10)
+    x_train = centres[y_train] + rng.normal(size=(60, 8))
+    x_test = centres[y_test] + rng.normal(size=(30, 8))
+    splits = {1: {0: np.array([0, 20, 40]), 1: np.array([1, 21, 41])}, 2: {0: np.array([2, 3, 22, 23, 42, 43])}}
+    out = fewshot_msn((x_train, y_train), (x_test, y_test), splits)
+    assert MSN_C == 4000.0 and set(out) == {"1", "2"} and "selection" not in out["1"]
+    assert out["1"]["c"] == MSN_C and len(out["1"]["runs"]) == 2
+    f_train, f_test = msn_features(x_train, x_test)
+    idx = splits[1][1]
+    clf = LogisticRegression(C=4000.0, fit_intercept=False, max_iter=2000).fit(f_train[idx], y_train[idx])
+    assert out["1"]["runs"][1] == float((clf.predict(f_test) == y_test).mean())
+    assert out["1"]["mean"] == pytest.approx(np.mean(out["1"]["runs"]))

@@ -16,7 +16,8 @@ from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
 from pipeline.data.views import device_views
 from pipeline.models.queue import EMA, NNQueue, ema_momentum, start_share
-from pipeline.models.refiner import Loss, MomentumKeys, Phase, Refiner, head_blocks, head_features, phases, refine_step_fn
+from pipeline.models.refiner import (Loss, MomentumKeys, Phase, Refiner, head_blocks, head_features, key_momentum,
+                                     phases, refine_step_fn)
 
 
 def test_queue__never_returns_own_entry_and_wraps():
@@ -181,6 +182,44 @@ def test_momentum_keys__update_is_exact_for_encoder_and_projectors():
         if value.dtype.is_floating_point and name in before:
             torch.testing.assert_close(value, 0.9 * before[name] + 0.1 * online[name], rtol=0, atol=1e-6)
     assert not any("predictor" in k for k in keys.state_dict()), "MoCo keys skip the predictor"
+
+
+def test_key_momentum__moco_v3_cosine_by_hand():
+    assert key_momentum(0.99, 5, 10, "constant") == 0.99
+    assert key_momentum(0.99, 0, 10, "cosine") == pytest.approx(0.99)  # starts at the base
+    assert key_momentum(0.99, 5, 10, "cosine") == pytest.approx(1 - 0.01 * 0.5)  # cos(pi/2) = 0: halfway to 1
+    assert key_momentum(0.99, 10, 10, "cosine") == pytest.approx(1.0)  # ends at 1
+    assert key_momentum(0.9, 2, 6, "cosine") == pytest.approx(1 - 0.1 * (1 + 0.5) / 2)  # cos(pi/3) = 0.5
+
+
+def test_momentum_keys__cosine_schedule_sets_each_updates_momentum():
+    _, _, refiner, _ = _setup()
+    keys = MomentumKeys(refiner, 0.5, "cosine", total_updates=2)
+    before = {k: v.clone() for k, v in keys.encoder.module.state_dict().items()}
+    with torch.no_grad():
+        for p in refiner.encoder.parameters():
+            p.add_(1.0)
+    keys.update(refiner)  # update 0: momentum 0.5
+    keys.update(refiner)  # update 1: momentum 1 - 0.5 * (1 + cos(pi/2)) / 2 = 0.75
+    online = refiner.encoder.state_dict()
+    for k, v in keys.encoder.module.state_dict().items():
+        if v.dtype.is_floating_point:
+            once = 0.5 * before[k] + 0.5 * online[k]
+            torch.testing.assert_close(v, 0.75 * once + 0.25 * online[k], rtol=0, atol=1e-6)
+
+
+def test_momentum_keys__a_key_depends_on_its_own_image_only():
+    """No batch statistics in the key projector (no BN leak): a sample's key is the same alone or in any batch."""
+    _, _, refiner, _ = _setup()
+    keys = MomentumKeys(refiner, 0.9)
+    a = refiner.encoder.arch
+    images = torch.randn(6, a["in_chans"], a["img_size"], a["img_size"])
+    together = keys.keys(images)
+    alone = keys.keys(images[2:3])
+    shuffled = keys.keys(images[[5, 2, 0]])
+    for t, one, s in zip(together, alone, shuffled):
+        torch.testing.assert_close(t[2:3], one, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(t[2:3], s[1:2], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("objective", ["nna", "nnclr", "moco", "mochi"])

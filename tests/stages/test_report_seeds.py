@@ -49,6 +49,8 @@ def fake_results(root: Path, seeds: tuple[int, ...]) -> None:
             _write(root / f"results/analyze/{v}/seed{seed}/frequency.json", {"high_frequency": [-3.0, -4.0, -5.0],
                                                                               "last_block_amplitude": [1.0, 0.2]})
             _write(root / f"results/analyze/{v}/seed{seed}/hessian.json", {"top_eigenvalue": 100.0 + seed})
+            _write(root / f"results/reconstruct/{v}/seed{seed}/blocks.json", {"rows": [
+                {"block": b, "loss": loss, "se": 0.01, "train_loss": loss} for b, loss in enumerate((0.5, 0.45, 0.4))]})
             _write(root / f"results/analyze/{v}/seed{seed}/frequency.csv",
                    "block,relative_depth,frequency,frequency_label,dlog_amplitude,amplitude\n"
                    "0,0.33,0,0,0,1.0\n0,0.33,1,π,-3,0.2\n")
@@ -78,7 +80,7 @@ def fake_results(root: Path, seeds: tuple[int, ...]) -> None:
 
 REPORT_ARGS = ["--probe", "results/probe", "--pretrain", "results/pretrain", "--analyze", "results/analyze",
                "--evaluate", "results/evaluate", "--refine", "results/refine", "--plots", "results/plots",
-               "--out", "results/report"]
+               "--reconstruct", "results/reconstruct", "--out", "results/report"]
 
 
 def test_report__two_seeds_give_mean_sample_std_and_n(tmp_path):

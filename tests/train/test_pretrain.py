@@ -17,7 +17,10 @@ def test_pretrain_recipe__a_variant_epochs_replaces_pretrain_epochs():
     assert recipe.epochs == PRE["epochs"] and recipe.blr == PRE["blr"] and recipe.hflip == PRE["hflip"]
     assert PretrainRecipe.from_params(PRE, {"epochs": None}).epochs == PRE["epochs"]
     assert PretrainRecipe.from_params(PRE, {"epochs": 0}).epochs == 0  # an imported model, untrained
-    assert set(dataclasses.asdict(recipe)) == set(PRE) - {"variants"}  # every key but the variants
+    # every key but the variants, and the variant's own optional keys at their defaults
+    assert set(dataclasses.asdict(recipe)) == set(PRE) - {"variants"} | {"augment", "fusion_lr_scale",
+                                                                         "fusion_weight_decay"}
+    assert (recipe.augment, recipe.fusion_lr_scale, recipe.fusion_weight_decay) == ("rrc", 1.0, 0.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         recipe.epochs = 3  # type: ignore[misc]
 
