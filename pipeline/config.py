@@ -21,18 +21,14 @@ import jsonschema
 import yaml
 from ruamel.yaml import YAML  # ships with dvc; round-trips comments
 
+from pipeline import params_rules
 from pipeline.atomic import write_text
 from pipeline.errors import ConfigError
+# variant_model is re-exported: the stages import it from here
+from pipeline.params_rules import batch_sizes, variant_model  # noqa: F401
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 _FLOAT_AS_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-
-
-# what is known of the built-in datasets before prepare runs: (image side in pixels, channels, train images,
-# classes); an imagefolder tree is RGB with data.image_size and unknown counts (config check reads the data card
-# once prepare wrote it)
-DATASET_FACTS = {"fashion_mnist": (28, 1, 60000, 10), "digits": (8, 1, 1437, 10), "cifar10": (32, 3, 50000, 10),
-                 "cifar100": (32, 3, 50000, 100)}
 
 
 def _key_path(parts: Iterable[Any]) -> str:
@@ -63,7 +59,7 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 
 def validate(params: Any) -> None:
-    """Check `params` against the JSON schema and the cross-key rules.
+    """Check `params` against the JSON schema, then the cross-key rules (pipeline/params_rules.py).
 
     Raises:
         ConfigError: naming the first offending key.
@@ -72,8 +68,7 @@ def validate(params: Any) -> None:
     errors = sorted(_validator().iter_errors(params), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
     if errors:
         raise ConfigError(_schema_error_line(errors[0]))
-    _check_cross_keys(params)
-    _check_against_dataset(params)
+    params_rules.check(params)
 
 
 def _check_finite(value: Any, path: tuple = ()) -> None:
@@ -88,125 +83,6 @@ def _check_finite(value: Any, path: tuple = ()) -> None:
             _check_finite(v, (*path, i))
 
 
-def _batch_sizes(params: dict) -> list[tuple[str, int]]:
-    """The global batch sizes of the training stages, by their params key."""
-    return [("pretrain.batch_size", params["pretrain"]["batch_size"]),
-            ("refine.batch_size", params["refine"]["batch_size"]),
-            ("evaluate.finetune.batch_size", params["evaluate"]["finetune"]["batch_size"])]
-
-
-def _check_against_dataset(params: dict) -> None:
-    """Rules that need the image side, channels, classes and the train split's size: known for the built-in
-    datasets."""
-    data, patch = params["data"], params["model"]["patch_size"]
-    side, channels, train, classes = DATASET_FACTS.get(data["dataset"], (data["image_size"], 3, None, None))
-    if side % patch:
-        raise ConfigError(f"params: model.patch_size={patch} does not divide the {side}-pixel images of "
-                          f"{data['dataset']!r}" + (" (data.image_size)" if data["dataset"] == "imagefolder" else ""))
-    if params["pretrain"]["norm_pix_loss"] and patch * patch * channels < 2:
-        raise ConfigError(f"params: pretrain.norm_pix_loss=true with model.patch_size={patch}: a patch of "
-                          f"{data['dataset']!r} holds one value, whose unbiased variance is undefined (a NaN loss)")
-    if params["refine"]["local_size"] > side:
-        raise ConfigError(f"params: refine.local_size={params['refine']['local_size']} exceeds the {side}-pixel images "
-                          f"of {data['dataset']!r} (a local crop is a part of the image; 0 = the image size)")
-    if params["evaluate"]["kmeans"] and classes and 0 < data["test_limit"] < classes:
-        raise ConfigError(f"params: data.test_limit={data['test_limit']} keeps fewer test images than the {classes} "
-                          f"clusters (the classes of {data['dataset']!r}) that evaluate.kmeans=true fits")
-    if train is None:
-        return
-    if data["val_size"] >= train:
-        raise ConfigError(f"params: data.val_size={data['val_size']} leaves no training images ({data['dataset']} "
-                          f"has {train})")
-    left = train - data["val_size"]
-    kept = min(left, data["train_limit"]) if data["train_limit"] else left
-    for key, value in _batch_sizes(params):
-        if value > kept:
-            raise ConfigError(f"params: {key}={value} exceeds the {kept} training images ({data['dataset']} after "
-                              f"data.val_size and data.train_limit)")
-
-
-def _check_cross_keys(params: dict) -> None:
-    model, pretrain = params["model"], params["pretrain"]
-    data = params["data"]
-    if data["stream"] and data["dataset"] != "imagefolder":
-        raise ConfigError(f"params: data.stream=true streams an ImageFolder tree; it needs data.dataset=imagefolder "
-                          f"(got {data['dataset']!r})")
-    if data["stream"] and not data["root"]:
-        raise ConfigError("params: data.stream=true needs data.root (a folder with train/ and val/ class subfolders)")
-    for name, variant in pretrain["variants"].items():
-        _check_model(variant_model(model, variant), _model_key(name, variant))
-    if pretrain["warmup_epochs"] >= pretrain["epochs"]:
-        raise ConfigError(f"params: pretrain.warmup_epochs={pretrain['warmup_epochs']} must be below "
-                          f"pretrain.epochs={pretrain['epochs']}")
-    local_size = params["refine"]["local_size"]
-    if local_size % model["patch_size"]:
-        raise ConfigError(f"params: refine.local_size={local_size} is not a multiple of model.patch_size="
-                          f"{model['patch_size']}")
-    nproc = params["runtime"]["nproc"]
-    for key, value in _batch_sizes(params):
-        if value % nproc:
-            raise ConfigError(f"params: {key}={value} is not divisible by "
-                              f"runtime.nproc={nproc} (each process takes an equal slice of the global batch)")
-    reserved = set(pretrain["variants"]) | {"baselines", "random-init", "pixels"}
-    for name, refined in params["refine"]["variants"].items():
-        if name in reserved:
-            raise ConfigError(f"params: refine.variants.{name} reuses a name of pretrain.variants or of a baseline "
-                              f"(results/<stage>/{name} would hold two models)")
-        if refined["pretrained"] not in pretrain["variants"]:
-            raise ConfigError(f"params: refine.variants.{name}.pretrained={refined['pretrained']!r} is not a key of "
-                              f"pretrain.variants ({', '.join(sorted(pretrain['variants']))})")
-        source = pretrain["variants"][refined["pretrained"]]
-        _check_refined_blocks(params["refine"], variant_model(model, source)["depth"],
-                              _model_key(refined["pretrained"], source)("depth"))
-        for key in ("moco_momentum", "moco_momentum_schedule"):
-            if key in refined and refined["objective"] not in ("moco", "mochi"):
-                raise ConfigError(f"params: refine.variants.{name}.{key} is for objectives moco and mochi "
-                                  f"(its objective is {refined['objective']!r})")
-    for name, variant in pretrain["variants"].items():
-        blocks, depth = variant["fuse_blocks"], variant_model(model, variant)["depth"]
-        for key in ("fusion_lr_scale", "fusion_weight_decay"):
-            if key in variant and not (blocks and variant["fusion"] == "softmax"):
-                raise ConfigError(f"params: pretrain.variants.{name}.{key} is for a variant with learned fusion "
-                                  f"(fuse_blocks and fusion: softmax)")
-        if blocks and (sorted(blocks) != blocks or blocks[-1] != depth - 1 or len(blocks) < 2):
-            raise ConfigError(f"params: pretrain.variants.{name}.fuse_blocks={blocks} must be increasing, hold "
-                              f"at least two blocks and end with the last block {depth - 1} "
-                              f"({_model_key(name, variant)('depth')}={depth})")
-        _check_variant_start(name, variant, pretrain)
-
-
-def variant_model(model: dict, variant: dict) -> dict:
-    """The model keys of a pretrain variant: the global `model`, with the variant's own `model` entries in place."""
-    return {**model, **variant.get("model", {})}  # optional key: absent = the global sizes (params.schema.yaml)
-
-
-def _model_key(name: str, variant: dict):
-    """key -> where a variant's model key is set: its own entry, or the global `model` it inherits."""
-    own = variant.get("model", {})
-    return lambda key: f"pretrain.variants.{name}.model.{key}" if key in own else f"model.{key}"
-
-
-def _check_model(model: dict, where) -> None:
-    """A model's sizes that the schema cannot relate: widths against heads, the 2-D sin-cos width."""
-    for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
-        if model[width] % model[heads]:
-            raise ConfigError(f"params: {where(width)}={model[width]} is not divisible by "
-                              f"{where(heads)}={model[heads]}")
-    if model["embed_dim"] % 4:
-        raise ConfigError(f"params: {where('embed_dim')}={model['embed_dim']} must be a multiple of 4 (2-D sin-cos)")
-
-
-def _check_refined_blocks(refine: dict, blocks: int, depth_key: str) -> None:
-    """refine.depth and refine.heads against the blocks of the encoder a refinement starts from."""
-    depth = refine["depth"]
-    if isinstance(depth, int) and depth > blocks:
-        raise ConfigError(f"params: refine.depth={depth} is beyond the model's {blocks} blocks ({depth_key})")
-    heads, kept = refine["heads"], depth if isinstance(depth, int) else blocks
-    if isinstance(heads, int) and heads > kept:  # depth: probe is only known after the probe; refine checks it then
-        raise ConfigError(f"params: refine.heads={heads} exceeds the {kept} blocks that refine.depth={depth!r} keeps "
-                          f"({depth_key}={blocks})")
-
-
 TIMM_INIT_PREFIX = "timm:"  # pretrain.variants.<v>.init: a timm model name; anything else is a file path
 
 
@@ -215,17 +91,6 @@ def init_file(variant: dict) -> str | None:
     a variant trained from scratch or started from a timm name (then the name, a params value, is what both track)."""
     init = variant.get("init")  # optional key: absent = from scratch (params.schema.yaml)
     return init if init and not init.startswith(TIMM_INIT_PREFIX) else None
-
-
-def _check_variant_start(name: str, variant: dict, pretrain: dict) -> None:
-    """A variant's own `epochs` (else pretrain.epochs) against `init` and pretrain.warmup_epochs."""
-    epochs = variant.get("epochs")
-    if epochs == 0 and not variant.get("init"):
-        raise ConfigError(f"params: pretrain.variants.{name}.epochs=0 without init would keep a random encoder "
-                          f"(the baselines stage reports that one); set init to a checkpoint")
-    if epochs and epochs <= pretrain["warmup_epochs"]:
-        raise ConfigError(f"params: pretrain.variants.{name}.epochs={epochs} must exceed pretrain.warmup_epochs="
-                          f"{pretrain['warmup_epochs']} (or be 0 with init: the imported model, untrained)")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -275,7 +140,7 @@ def check_environment(params: dict, results: str | Path = "results") -> None:
         train, source = json.loads(card.read_text())["counts"]["train"], str(card)
     else:
         train, source = params["data"]["train_limit"], "data.train_limit"
-    for key, value in _batch_sizes(params):
+    for key, value in batch_sizes(params):
         if train and value > train:
             raise ConfigError(f"params: {key}={value} exceeds the {train} training images ({source})")
     if params["runtime"]["device"] == "cuda":

@@ -7,11 +7,12 @@ treats the two models' errors as independent and so overstates the noise) only f
 correctness; for few-shot the standard error of the per-split differences over the fixed splits both models share
 ("paired splits"). Controls: the pretrained encoder itself (same protocols), its best block on val (the probe's
 per-block k-NN against the refined model's last block, same protocol, same split), and for a cut encoder the cut-only
-control (the pretrained encoder cut at the same depth, not trained; evaluate's control_* metrics).
+control (the pretrained encoder cut at the same depth, not trained; evaluate's control_* metrics). The val k-NN
+delta pairs the probe's per-image correctness of the two blocks (the same val images) where blocks.json keeps it.
 """
 from __future__ import annotations
 
-from pipeline.stats import difference_se, paired_images_se, paired_se
+from pipeline.stats import difference_se, first_argmax, paired_images_se, paired_se
 
 # the headline metrics compared (metrics.json keys of evaluate)
 COMPARED = ("knn_cls", "linear", "fewshot_1", "fewshot_msn_1")
@@ -54,7 +55,8 @@ def refinement_deltas(refined: dict, pretrained: dict, val_size: int) -> dict[st
     """Columns d_<metric>_vs_<control> and their _se for one refined model.
 
     Args:
-        refined, pretrained: {"eval": metrics.json, "details": details.json, "blocks": probe rows (val)}; a cut
+        refined, pretrained: {"eval": metrics.json, "details": details.json, "blocks": probe rows (val),
+            "block_correct": the probe's per-block CLS correctness strings (absent in older files)}; a cut
             refined model's details hold "control" (the cut-only control's protocols) and its eval control_*.
         val_size: the probe's validation images (the n of the per-block k-NN).
     """
@@ -68,10 +70,17 @@ def refinement_deltas(refined: dict, pretrained: dict, val_size: int) -> dict[st
             col = f"d_{metric}_vs_control"
             out[col], out[f"{col}_se"], out[f"{col}_rule"] = metric_delta(metric, refined, control, n)
     # val k-NN: the refined model's last block against the pretrained encoder's best block (the probe's numbers)
-    last, best = refined["blocks"][-1]["cls"], max(r["cls"] for r in pretrained["blocks"])
+    curve = [r["cls"] for r in pretrained["blocks"]]
+    b = first_argmax(curve)
+    last, best = refined["blocks"][-1]["cls"], curve[b]
     out["d_val_knn_vs_best_block"] = last - best
-    out["d_val_knn_vs_best_block_se"] = difference_se(last, val_size, best, val_size)
-    out["d_val_knn_vs_best_block_rule"] = "binomial"  # the probe keeps accuracies per block, not per image
+    bits_a, bits_b = refined.get("block_correct"), pretrained.get("block_correct")
+    if bits_a and bits_b and len(bits_a[-1]) == len(bits_b[b]) == val_size:  # the probe's per-image correctness
+        out["d_val_knn_vs_best_block_se"] = paired_images_se(bits_a[-1], bits_b[b])
+        out["d_val_knn_vs_best_block_rule"] = "paired images"
+    else:  # blocks.json written before the probe kept per-image correctness
+        out["d_val_knn_vs_best_block_se"] = difference_se(last, val_size, best, val_size)
+        out["d_val_knn_vs_best_block_rule"] = "binomial"
     return out
 
 

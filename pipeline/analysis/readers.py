@@ -50,6 +50,7 @@ def read_pretrained(dirs: ResultDirs, variant: str, seed: int) -> dict:
     frequency = read_json(dirs.analyze / d / "frequency.json")
     recon = read_json(dirs.reconstruct / d / "blocks.json")["rows"]
     return {"eval": read_json(dirs.evaluate / d / "metrics.json"), "blocks": probe["rows"], "recon": recon,
+            "block_correct": probe.get("cls_correct"),  # absent in blocks.json of older runs
             "val_size": probe["val_size"],
             "details": read_json(dirs.evaluate / d / "details.json"),
             "extra": {"depth": probe["depth"], "pretrain_loss": pretrain["loss"],
@@ -71,7 +72,8 @@ def read_refined(dirs: ResultDirs, name: str, spec: dict, seed: int, pretrained:
     probe = read_json(dirs.probe / d / "blocks.json")
     model = {
         "eval": read_json(dirs.evaluate / d / "metrics.json"), "blocks": probe["rows"],
-        "val_size": probe["val_size"], "details": read_json(dirs.evaluate / d / "details.json"),
+        "block_correct": probe.get("cls_correct"), "val_size": probe["val_size"],
+        "details": read_json(dirs.evaluate / d / "details.json"),
         "extra": {"objective": spec["objective"], "pretrained": spec["pretrained"], "depth": refine["depth"],
                   "first_head_block": refine["first_head_block"],
                   "ema_pretrained_share": refine["ema_pretrained_share"],

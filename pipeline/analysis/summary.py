@@ -40,6 +40,16 @@ def edge_picks(details: dict) -> str | float:
     return "; ".join(f"{m} (widen {sel['key']})" for m, sel in picks.items() if sel and sel["edge"]) or float("nan")
 
 
+def linear_probe_label(details: dict) -> str | float:
+    """How the linear number was made: "features" (heads on precomputed centre-crop features) or "augmented:
+    <feature>" (MIM-Refiner's probe and the grid feature val picked); NaN for files that do not say."""
+    linear = details.get("linear", {})
+    mode = linear.get("mode")
+    if mode is None:
+        return float("nan")
+    return f"augmented: {linear['feature']}" if mode == "augmented" else mode
+
+
 def split_se(details: dict) -> dict[str, float]:
     """One run's few-shot noise: fewshot_<shots>_split<i> (the accuracy on fixed split i, the same images for every
     model, so two models' deltas pair split by split) and fewshot_<shots>_split_se (the standard error of the mean
@@ -72,7 +82,7 @@ def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]]
         baseline_details: the baselines details.json, for their edge picks (None: not marked).
     """
     rows = [{"model": name, **m["eval"], **val_knn(m["blocks"]), **m["extra"], "edge_picks": edge_picks(m["details"]),
-             **split_se(m["details"])} for name, m in models.items()]
+             "linear_probe": linear_probe_label(m["details"]), **split_se(m["details"])} for name, m in models.items()]
     rows.append({"model": "random-init", **baselines["random-init"], **val_knn(random_blocks)})
     rows.append({"model": "pixels", **baselines["pixels"]})
     for row in rows[-2:]:
@@ -88,7 +98,7 @@ def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]]
         table = table.drop(columns="edge_picks")
     first_cols = ["model", "knn_cls", "knn_mean_patch"]
     first_cols += sorted(c for c in table if c.startswith("knn_") and c not in first_cols)
-    first_cols += ["linear"]
+    first_cols += ["linear"] + (["linear_probe"] if "linear_probe" in table else [])
     first_cols += sorted((c for c in table if c.startswith("fewshot_")), key=_fewshot_order)
     first_cols += [c for c in ("kmeans_acc", "kmeans_nmi", "kmeans_ari", "cluster_head_acc", "cluster_head_nmi",
                                "cluster_head_ari", "finetune", *COLLAPSE_COLUMNS, "alignment", "uniformity")
@@ -145,8 +155,11 @@ SUMMARY_HEADER = """# Summary
 
 Accuracies in %. knn_cls and knn_mean_patch (the headline k-NN protocol, params evaluate.knn_headline), knn_cls_prenorm
 (the same on the last block's CLS before the final norm, as MIM-Refiner evaluates), knn_dino_cls (DINO's protocol:
-k 20, T 0.07, raw features), linear, fewshot_<shots> (mean over the fixed splits), kmeans_* and
-finetune are on the test split, with hyperparameters chosen on the validation split (⚠: a grid capped the pick;
+k 20, T 0.07, raw features), linear (linear_probe says how: features = heads on precomputed centre-crop features, the
+CPU default; augmented = MIM-Refiner's probe on augmented crops and the grid feature val picked), fewshot_<shots>
+(the headline few-shot protocol, params evaluate.fewshot_headline; fewshot_msn_<shots> is MSN's published one:
+rows centred and L2-normalized, C fixed; fewshot_tuned_<shots> picks C on val; means over the fixed splits),
+kmeans_* and finetune are on the test split, with hyperparameters chosen on the validation split (⚠: a grid capped the pick;
 edge_picks names the key to widen). val_knn_* is the probe's per-block k-NN (CLS, headline protocol) on the
 validation split, blocks 0-based; refine_nn_accuracy is the NN-retrieval accuracy at the end of refinement.
 cluster_head_* (cc refinements only): the cluster head's own argmax assignments on test, scored like kmeans_*.

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.data.facts import FACTS, DatasetFacts  # noqa: F401  re-exported: the facts of SOURCES' datasets
 from pipeline.errors import DataError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -130,8 +131,8 @@ class FolderImages:
 
     ndim, dtype = 4, np.dtype(np.uint8)
 
-    def __init__(self, files: list[Path], size: int):
-        self.files, self.size = files, size
+    def __init__(self, files: list[Path], size: int, resize: int | None = None):
+        self.files, self.size, self.resize = files, size, resize or size
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -146,14 +147,15 @@ class FolderImages:
 
         with Image.open(path) as im:
             im = im.convert("RGB")
-            scale = self.size / min(im.size)  # resize the shorter side, then center-crop
-            im = im.resize((max(self.size, round(im.width * scale)), max(self.size, round(im.height * scale))),
+            scale = self.resize / min(im.size)  # resize the shorter side, then center-crop
+            im = im.resize((max(self.resize, round(im.width * scale)), max(self.resize, round(im.height * scale))),
                            Image.BICUBIC)
             left, top = (im.width - self.size) // 2, (im.height - self.size) // 2
             return np.asarray(im.crop((left, top, left + self.size, top + self.size)), dtype=np.uint8)
 
 
-def _read_folder(split_dir: Path, classes: list[str], size: int) -> tuple[FolderImages, np.ndarray]:
+def _read_folder(split_dir: Path, classes: list[str], size: int, resize: int | None
+                 ) -> tuple[FolderImages, np.ndarray]:
     files, ys = [], []
     for label, cls in enumerate(classes):
         found = sorted(p for p in (split_dir / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -161,12 +163,13 @@ def _read_folder(split_dir: Path, classes: list[str], size: int) -> tuple[Folder
             raise DataError(f"imagefolder: class folder {split_dir / cls} holds no images")
         files += found
         ys += [label] * len(found)
-    return FolderImages(files, size), np.asarray(ys, np.int64)
+    return FolderImages(files, size, resize), np.asarray(ys, np.int64)
 
 
-def load_imagefolder(root: str | None, image_size: int = 64) -> Source:
-    """An ImageNet-layout tree root/{train,val}/<class>/<image>, resized and center-cropped to `image_size` when
-    its rows are read (lazily: see FolderImages)."""
+def load_imagefolder(root: str | None, image_size: int = 64, resize: int | None = None) -> Source:
+    """An ImageNet-layout tree root/{train,val}/<class>/<image>, its shorter side resized to `resize` (None:
+    `image_size`) and center-cropped to `image_size` when its rows are read (lazily: see FolderImages); resize 256
+    at 224 is the evaluation preprocessing of MAE and MIM-Refiner."""
     if not root:
         raise DataError("imagefolder: set data.root to a folder with train/ and val/ class subfolders")
     base = Path(root)
@@ -176,11 +179,13 @@ def load_imagefolder(root: str | None, image_size: int = 64) -> Source:
     classes = sorted(d.name for d in (base / "train").iterdir() if d.is_dir())
     if not classes:
         raise DataError(f"imagefolder: {base / 'train'} has no class folders")
-    xtr, ytr = _read_folder(base / "train", classes, image_size)
-    xte, yte = _read_folder(base / "val", classes, image_size)
+    xtr, ytr = _read_folder(base / "train", classes, image_size, resize)
+    xte, yte = _read_folder(base / "val", classes, image_size, resize)
     return check_source(Source(xtr, ytr, xte, yte, tuple(classes), f"imagefolder:{base}"))
 
 
+# FACTS (pipeline/data/facts.py, imported above) holds what is known of these datasets before prepare runs, keyed
+# like SOURCES; config validation reads it from there, without importing this module
 SOURCES: dict[str, Callable[..., Source]] = {
     "fashion_mnist": load_fashion_mnist,
     "digits": load_digits,
@@ -190,10 +195,10 @@ SOURCES: dict[str, Callable[..., Source]] = {
 }
 
 
-def load_source(name: str, root: str | None, image_size: int) -> Source:
-    """Load dataset `name`; `image_size` applies to ImageFolder trees, whose images vary in size."""
+def load_source(name: str, root: str | None, image_size: int, resize: int | None = None) -> Source:
+    """Load dataset `name`; `image_size` and `resize` apply to ImageFolder trees, whose images vary in size."""
     if name not in SOURCES:
         raise DataError(f"unknown dataset {name!r} (known: {', '.join(SOURCES)})")
     if name == "imagefolder":
-        return load_imagefolder(root, image_size)
+        return load_imagefolder(root, image_size, resize)
     return SOURCES[name](root)

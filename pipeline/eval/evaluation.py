@@ -14,6 +14,8 @@ from pipeline.data.prepared import Prepared
 from pipeline.eval.clustering import cluster_head_scores
 from pipeline.eval.collapse import collapse_analysis, embedding_metrics
 from pipeline.eval.features import pooled_features
+from pipeline.eval.linear_augmented import augmented_linear_probe
+from pipeline.eval.selection import warn_edge_picks
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.heads import ClusterHead
 from pipeline.models.refined import saved_head_embedding
@@ -52,7 +54,13 @@ class Evaluation:
         if not self.main:
             return {}
         labels = {s: d.labels for s, d in self.splits.items()}
-        out = frozen_protocols(feats, labels, self.data.fewshot, self.data.num_classes, self.cfg, self.seed)
+        augmented = self.cfg["linear"]["mode"] == "augmented"
+        out = frozen_protocols(feats, labels, self.data.fewshot, self.data.num_classes, self.cfg, self.seed,
+                               linear=not augmented)
+        if augmented:  # MIM-Refiner's probe: the encoder sees augmented crops, a grid of features
+            out["linear"] = augmented_linear_probe(model, self.splits, self.data.num_classes, self.cfg["linear"],
+                                                   self.cfg["batch_size"], self.seed, self.autocast)
+            warn_edge_picks({"linear": out["linear"]["selection"]})
         if cluster_head is not None:
             out["cluster_head"] = cluster_head_scores(cluster_head.to(self.device), feats["test"]["cls"],
                                                       labels["test"])

@@ -11,14 +11,45 @@ from pipeline.eval.selection import grid_pick
 from pipeline.stats import correctness_bits
 
 
+class LinearHeads:
+    """One BN(affine=False) + Linear head per lr on features of width `dim`, trained together by SGD (momentum 0.9).
+
+    The heads share the parameter-free BatchNorm and each batch; each has its own init (drawn in the order of
+    `lrs`), optimizer group and lr, and the summed loss gives each head the gradient of its own loss only. So a head
+    equals the one its lr would get trained alone, and a wide lr grid costs about as much as a single lr.
+    """
+
+    def __init__(self, dim: int, num_classes: int, lrs: list[float], weight_decay: float, device: torch.device):
+        self.lrs = list(lrs)
+        self.norm = nn.BatchNorm1d(dim, affine=False).to(device)
+        self.linears = []
+        for _ in self.lrs:
+            linear = nn.Linear(dim, num_classes)
+            nn.init.trunc_normal_(linear.weight, std=0.01)
+            nn.init.zeros_(linear.bias)
+            self.linears.append(linear.to(device))
+        self.opt = torch.optim.SGD([{"params": lin.parameters(), "lr": lr} for lin, lr in zip(self.linears, lrs)],
+                                   lr=lrs[0], momentum=0.9, weight_decay=weight_decay)
+        self.norm.train()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, factor: float) -> None:
+        """One SGD step of every head on features x [B, dim] and labels y, each at its lr times `factor`."""
+        for group, lr in zip(self.opt.param_groups, self.lrs):
+            group["lr"] = lr * factor
+        x = self.norm(x.float())
+        loss = sum(F.cross_entropy(lin(x), y) for lin in self.linears)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def heads(self) -> list[nn.Module]:
+        """The trained heads in the order of `lrs`, in eval mode."""
+        return [nn.Sequential(self.norm, lin).eval() for lin in self.linears]
+
+
 def train_linear_heads(train_f: torch.Tensor, train_y: torch.Tensor, num_classes: int, lrs: list[float],
                        epochs: int, batch_size: int, weight_decay: float, seed: int) -> list[nn.Module]:
-    """Fit one BN(affine=False) + Linear head per lr with SGD (momentum 0.9) and a cosine lr, in one data pass.
-
-    The heads share the batches (one order, from `seed`) and the parameter-free BatchNorm; each has its own
-    init (drawn in the order of `lrs`), optimizer group and lr, and the summed loss gives each head the gradient
-    of its own loss only. So a head equals the one its lr would get trained alone, and a wide lr grid costs
-    about as much as a single lr.
+    """Fit LinearHeads (one per lr) on precomputed features with a cosine lr, in one data pass per epoch.
 
     Args:
         train_f: [N, D] features; train_y: [N] labels.
@@ -27,35 +58,20 @@ def train_linear_heads(train_f: torch.Tensor, train_y: torch.Tensor, num_classes
         The trained heads in the order of `lrs`, in eval mode, on the features' device.
     """
     g = torch.Generator().manual_seed(seed)
-    dim, device = train_f.shape[1], train_f.device
-    norm = nn.BatchNorm1d(dim, affine=False).to(device)
-    linears = []
-    for _ in lrs:
-        linear = nn.Linear(dim, num_classes)
-        nn.init.trunc_normal_(linear.weight, std=0.01)
-        nn.init.zeros_(linear.bias)
-        linears.append(linear.to(device))
-    opt = torch.optim.SGD([{"params": lin.parameters(), "lr": lr} for lin, lr in zip(linears, lrs)], lr=lrs[0],
-                          momentum=0.9, weight_decay=weight_decay)
+    device = train_f.device
+    heads = LinearHeads(train_f.shape[1], num_classes, lrs, weight_decay, device)
     n = train_f.shape[0]
     total = epochs * max(1, math.ceil(n / batch_size))
     step = 0
-    norm.train()
     for _ in range(epochs):
         order = torch.randperm(n, generator=g).to(device)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             if idx.numel() < 2:  # BatchNorm needs two samples
                 continue
-            for group, lr in zip(opt.param_groups, lrs):
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            x = norm(train_f[idx].float())
-            loss = sum(F.cross_entropy(lin(x), train_y[idx]) for lin in linears)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            heads.step(train_f[idx], train_y[idx], 0.5 * (1 + math.cos(math.pi * step / total)))
             step += 1
-    return [nn.Sequential(norm, lin).eval() for lin in linears]
+    return heads.heads()
 
 
 @torch.no_grad()

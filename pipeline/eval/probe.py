@@ -10,24 +10,30 @@ from pipeline.data.loader import DeviceImages
 from pipeline.data.prepared import Prepared
 from pipeline.data.splits import stratified_subset
 from pipeline.eval.features import block_features
-from pipeline.eval.knn import KnnProtocol, protocol_accuracy
+from pipeline.eval.knn import KnnProtocol, protocol_correct
 from pipeline.models.vit import POOLS, ViTEncoder
 from pipeline.stats import binomial_se, first_argmax, within_one_se
 
 
 def probe_blocks(bank: dict[str, torch.Tensor], bank_y: torch.Tensor, query: dict[str, torch.Tensor],
-                 query_y: torch.Tensor, protocol: KnnProtocol, chunk_size: int) -> dict[str, list[float]]:
-    """k-NN accuracy per block for each pooled feature, under one named protocol (`knn.KNN_PROTOCOLS`).
+                 query_y: torch.Tensor, protocol: KnnProtocol, chunk_size: int) -> dict[str, list[torch.Tensor]]:
+    """k-NN per-query correctness per block for each pooled feature, under one named protocol
+    (`knn.KNN_PROTOCOLS`): two models probed on the same queries pair image by image (`curves` gives accuracies).
 
     Args:
         bank, query: {pool: [L, N, D]} block features of the bank (train) and query (validation) images.
         bank_y, query_y: labels.
     Returns:
-        {pool: [L] accuracies in 0..1}, block 0 first.
+        {pool: [L] bool tensors [M]}, block 0 first.
     """
-    return {pool: [protocol_accuracy(bank[pool][b], bank_y, query[pool][b], query_y, protocol, chunk_size)
+    return {pool: [protocol_correct(bank[pool][b], bank_y, query[pool][b], query_y, protocol, chunk_size).cpu()
                    for b in range(bank[pool].shape[0])]
             for pool in bank}
+
+
+def curves(correct: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
+    """{pool: [L] accuracies in 0..1} of probe_blocks' per-query correctness."""
+    return {pool: [float(c.float().mean()) for c in blocks] for pool, blocks in correct.items()}
 
 
 def block_rows(curves: dict[str, list[float]], n_val: int) -> list[dict[str, float]]:
@@ -83,8 +89,9 @@ def probe_metrics(curves: dict[str, list[float]], choice: dict) -> dict[str, flo
 def probe_encoder(encoder: ViTEncoder, bank: DeviceImages, query: DeviceImages, protocol: KnnProtocol,
                   batch_size: int, chunk_size: int,
                   autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-                  ) -> dict[str, list[float]]:
-    """k-NN accuracy per block of `encoder` ({pool: [L]}) under `protocol`, the bank as train, `query` as queries.
+                  ) -> dict[str, list[torch.Tensor]]:
+    """k-NN per-query correctness per block of `encoder` ({pool: [L] bool [M]}; `curves` makes them accuracies)
+    under `protocol`, the bank as train, `query` as queries.
 
     Block features are kept in 16-bit on CUDA (half the memory), float32 on the CPU.
     """

@@ -34,7 +34,8 @@ def knn_protocols(train: dict[str, torch.Tensor], train_y: torch.Tensor, test: d
 
 
 def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str, torch.Tensor],
-                     fewshot: dict[int, dict[int, np.ndarray]], num_classes: int, cfg: dict, seed: int) -> dict:
+                     fewshot: dict[int, dict[int, np.ndarray]], num_classes: int, cfg: dict, seed: int,
+                     linear: bool = True) -> dict:
     """Every frozen-feature protocol on features of the train, val and test splits.
 
     Hyperparameters (the linear probe's lr, few-shot C) are chosen on val; test is read once per protocol for its
@@ -45,6 +46,7 @@ def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str
         labels: split -> [N] labels.
         fewshot: shots -> seed -> train indices.
         cfg: the params `evaluate` section (knn_headline, feature, linear, fewshot_headline, fewshot_cs, kmeans).
+        linear: run the linear probe on these precomputed features (False: the caller runs the augmented one).
     Returns:
         {"knn": {"headline": name, "protocols": knn_protocols(...)}, "linear": {...}, "fewshot": {...} (the
          headline few-shot protocol's), "fewshot_headline": its name, "fewshot_<other protocol>": {...},
@@ -56,8 +58,10 @@ def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str
                                                     cfg["knn_headline"])}}
     pool, lin = cfg["feature"], cfg["linear"]
     split = {s: (feats[s][pool], labels[s]) for s in ("train", "val", "test")}
-    out["linear"] = linear_probe(split["train"], split["val"], split["test"], num_classes, lin["lrs"], lin["epochs"],
-                                 lin["batch_size"], lin["weight_decay"], seed, "evaluate.linear.lrs")
+    if linear:
+        out["linear"] = linear_probe(split["train"], split["val"], split["test"], num_classes, lin["lrs"],
+                                     lin["epochs"], lin["batch_size"], lin["weight_decay"], seed, "evaluate.linear.lrs")
+        out["linear"]["mode"] = "features"
     np_split = {s: (feats[s][pool].cpu().numpy(), labels[s].cpu().numpy()) for s in ("train", "val", "test")}
     protocols = {"tuned": lambda: fewshot_accuracy(np_split["train"], np_split["val"], np_split["test"], fewshot,
                                                    cfg["fewshot_cs"], "evaluate.fewshot_cs"),
@@ -72,7 +76,7 @@ def frozen_protocols(feats: dict[str, dict[str, torch.Tensor]], labels: dict[str
 
 def selections(result: dict) -> dict[str, dict]:
     """The grid selections of a protocols result, keyed by the metric they serve (linear, fewshot_<shots>)."""
-    out = {"linear": result["linear"]["selection"]}
+    out = {"linear": result["linear"]["selection"]} if "linear" in result else {}
     out.update({f"fewshot_{shots}": v["selection"] for shots, v in result["fewshot"].items() if "selection" in v})
     return out
 

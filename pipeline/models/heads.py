@@ -24,6 +24,17 @@ def mlp(dims: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+# Contrastive Clustering's instance head (Yunfan-Li/Contrastive-Clustering modules/network.py): Linear(d, d),
+# ReLU, Linear(d, 128), with biases and no BatchNorm; its instance temperature is 0.5
+CC_INSTANCE_DIM = 128
+CC_INSTANCE_TEMPERATURE = 0.5
+
+
+def cc_instance_projector(dim: int, out: int = CC_INSTANCE_DIM) -> nn.Sequential:
+    """Contrastive Clustering's instance projector: Linear(dim, dim) -> ReLU -> Linear(dim, out)."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, out))
+
+
 class IDHead(nn.Module):
     """One instance-discrimination head: projector (3 layers) and predictor (2 layers).
 
@@ -32,11 +43,12 @@ class IDHead(nn.Module):
         hidden: projector hidden width.
         out: embedding width.
         pred_hidden: predictor hidden width; 0 = no predictor (p is z), for objectives that use none (cc).
+        projector: a projector to use instead of the 3-layer BatchNorm MLP (CC's instance head).
     """
 
-    def __init__(self, dim: int, hidden: int, out: int, pred_hidden: int):
+    def __init__(self, dim: int, hidden: int, out: int, pred_hidden: int, projector: nn.Module | None = None):
         super().__init__()
-        self.projector = mlp([dim, hidden, hidden, out])
+        self.projector = projector if projector is not None else mlp([dim, hidden, hidden, out])
         self.predictor = mlp([out, pred_hidden, out]) if pred_hidden else nn.Identity()
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
@@ -21,3 +22,17 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int, cls_token: bool = True) -> tor
     if cls_token:
         emb = torch.cat([torch.zeros(1, dim, dtype=emb.dtype), emb], dim=0)
     return emb.float().unsqueeze(0)
+
+
+def interpolate_grid(table: torch.Tensor, grid: int, new_h: int, new_w: int) -> torch.Tensor:
+    """A [1, grid*grid, D] position table (no cls row) resampled bicubically to new_h x new_w tokens, as
+    MIM-Refiner and timm (`resample_abs_pos_embed`) give a smaller crop the positions of the whole image: token
+    (i, j) of the crop gets the positions of the place of the image it covers.
+
+    Returns:
+        [1, new_h*new_w, D] in the table's dtype.
+    """
+    d = table.shape[-1]
+    x = table.reshape(1, grid, grid, d).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False)
+    return x.permute(0, 2, 3, 1).reshape(1, new_h * new_w, d).to(table.dtype)

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from pipeline.errors import CheckpointError
-from pipeline.models.heads import ClusterHead, mlp
+from pipeline.models.heads import ClusterHead, cc_instance_projector, mlp
 from pipeline.models.refiner import head_features
 from pipeline.models.vit import ViTEncoder
 from pipeline.models.weights import load_module_state
@@ -46,7 +46,9 @@ def saved_head_embedding(ckpt: dict, source: str) -> tuple[Callable[[torch.Tenso
     linears = sorted(int(k.split(".")[0]) for k in state if k.endswith("weight") and state[k].ndim == 2)
     if not linears:
         raise CheckpointError(f"{source}: refiner state has no {prefix}* weights (not a refined model.pt?)")
-    projector = mlp([state[f"{linears[0]}.weight"].shape[1]] + [state[f"{i}.weight"].shape[0] for i in linears])
+    widths = [state[f"{linears[0]}.weight"].shape[1]] + [state[f"{i}.weight"].shape[0] for i in linears]
+    # Contrastive Clustering's instance head has biases and no BatchNorm (Linear, ReLU, Linear); ours has neither
+    projector = cc_instance_projector(widths[0], widths[-1]) if "0.bias" in state else mlp(widths)
     load_module_state(projector, state, f"{source}:{prefix}")
     encoder = ViTEncoder(**ckpt["arch"])
     load_module_state(encoder, ckpt["online_encoder"], f"{source}:online_encoder")

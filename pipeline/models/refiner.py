@@ -27,7 +27,8 @@ import torch.nn as nn
 from pipeline import distributed
 from pipeline.data.views import Views
 from pipeline.errors import ConfigError
-from pipeline.models.heads import ClusterHead, IDHead
+from pipeline.models.heads import (CC_INSTANCE_DIM, CC_INSTANCE_TEMPERATURE, ClusterHead, IDHead,
+                                   cc_instance_projector)
 from pipeline.models.queue import EMA, NNQueue
 from pipeline.models.vit import ViTEncoder
 from pipeline.objectives.cc import cc_terms
@@ -77,14 +78,22 @@ class Refiner(nn.Module):
         queue_size, topk: queue length and the neighbour draw (1 = nearest).
         clusters: M > 0 adds a cluster head of M clusters per head block and drops the predictors (objective cc,
             whose instance head is the projector); 0 = none.
+        cc_head: "shared" (the instance head is the projector every objective has) or "official" (Contrastive
+            Clustering's own: Linear-ReLU-Linear to CC_INSTANCE_DIM, no BatchNorm); cc only.
     """
 
     def __init__(self, encoder: ViTEncoder, blocks: list[int], hidden: int, out: int, pred_hidden: int,
-                 queue_size: int, topk: int, clusters: int = 0):
+                 queue_size: int, topk: int, clusters: int = 0, cc_head: str = "shared"):
         super().__init__()
         self.encoder, self.blocks = encoder, list(blocks)
         pred_hidden = 0 if clusters else pred_hidden
-        self.heads = nn.ModuleList(IDHead(encoder.embed_dim, hidden, out, pred_hidden) for _ in self.blocks)
+        official = cc_head == "official"
+        if official and not clusters:
+            raise ValueError("cc_head official is Contrastive Clustering's instance head: it needs cluster heads")
+        out = CC_INSTANCE_DIM if official else out
+        self.heads = nn.ModuleList(
+            IDHead(encoder.embed_dim, hidden, out, pred_hidden,
+                   cc_instance_projector(encoder.embed_dim) if official else None) for _ in self.blocks)
         self.queues = nn.ModuleList(NNQueue(queue_size, out, topk) for _ in self.blocks)
         self.cluster_heads = nn.ModuleList(ClusterHead(encoder.embed_dim, clusters) for _ in self.blocks
                                            if clusters)
@@ -183,7 +192,8 @@ def phases(cfg: dict) -> tuple[Phase, Phase]:
 
 def loss_of(cfg: dict, name: str) -> Loss:
     """The Loss of refinement `name` from the params refine section: a variant may set its own false_negatives
-    (and moco_momentum, read by `momentum_of`); the others share the section's.
+    (and moco_momentum, read by `momentum_of`); the others share the section's. A cc variant with CC's own
+    instance head (cc_head: official) takes CC's instance temperature, CC_INSTANCE_TEMPERATURE.
 
     Raises:
         ConfigError: the class oracle on an objective whose negatives are not a queue.
@@ -195,7 +205,8 @@ def loss_of(cfg: dict, name: str) -> Loss:
         raise ConfigError(f"params: refine.false_negatives = oracle (variant {name}) masks same-class queue "
                           f"negatives of moco/mochi; objective {objective} takes its negatives from the batch (set "
                           f"it on the moco/mochi variants: refine.variants.<name>.false_negatives)")
-    return Loss(objective, cfg["temperature"], Mixing(**cfg["mochi"]) if OBJECTIVES[objective].mixing else None,
+    temperature = CC_INSTANCE_TEMPERATURE if variant.get("cc_head") == "official" else cfg["temperature"]
+    return Loss(objective, temperature, Mixing(**cfg["mochi"]) if OBJECTIVES[objective].mixing else None,
                 cfg["cluster_temperature"] if OBJECTIVES[objective].clusters else None, oracle)
 
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
-from pipeline.models.pos_embed import sincos_2d
+from pipeline.models.pos_embed import interpolate_grid, sincos_2d
 
 POOLS = ("cls", "mean_patch")
 # the last block's CLS token before the final norm: the feature MIM-Refiner's evaluation reads (its "cls" of the
@@ -52,8 +52,9 @@ def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
 class ViTEncoder(nn.Module):
     """Vision Transformer encoder with a cls token and fixed 2-D sin-cos positions.
 
-    Inputs of another side (a multiple of the patch) get the sin-cos table of their own grid: the positions are
-    a formula, not weights, so MIM-Refiner's small local crops (96 px for a 224 px model) need no interpolation.
+    Inputs of another side (a multiple of the patch: MIM-Refiner's local crops, 96 px for a 224 px model) get the
+    position table interpolated bicubically to their grid, as MIM-Refiner does: a crop's token carries the positions
+    of the place of the whole image it covers, not those of the image's top-left corner.
 
     Args:
         img_size: input side in pixels (square images).
@@ -101,7 +102,8 @@ class ViTEncoder(nn.Module):
         if tokens.shape[1] == self.num_patches:
             return tokens + self.pos_embed[:, 1:]
         gh, gw = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        return tokens + sincos_2d(self.embed_dim, gh, gw, cls_token=False).to(tokens)
+        grid = int(self.num_patches ** 0.5)
+        return tokens + interpolate_grid(self.pos_embed[:, 1:], grid, gh, gw).to(tokens)
 
     def prepend_cls(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, N, D] -> [B, 1+N, D] with the cls token (its position row is zero)."""

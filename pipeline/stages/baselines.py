@@ -15,7 +15,7 @@ from pipeline.data.prepared import load_prepared
 from pipeline.eval.collapse import collapse_analysis
 from pipeline.eval.features import pooled_features
 from pipeline.eval.knn import knn_protocol
-from pipeline.eval.probe import block_rows, probe_encoder, probe_splits
+from pipeline.eval.probe import block_rows, curves, probe_encoder, probe_splits
 from pipeline.eval.suite import flat_metrics, frozen_protocols
 from pipeline.models.mae import ModelSpec
 from pipeline.models.vit import POOLS, PRENORM
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> None:
                                                                 geo["crop_scale_min"], cfg["batch_size"], p["seed"])
         write_text(args.plots / "spectrum" / f"{name}.csv", records_csv(spectrum))
     bank, val = probe_splits(data, p["probe"]["bank_limit"], p["seed"], device)
-    curves = probe_encoder(encoder, bank, val, knn_protocol(p["probe"]["knn"]), p["probe"]["batch_size"],
-                           p["probe"]["chunk_size"])
-    rows = block_rows(curves, len(val))
+    correct = probe_encoder(encoder, bank, val, knn_protocol(p["probe"]["knn"]), p["probe"]["batch_size"],
+                            p["probe"]["chunk_size"])
+    rows = block_rows(curves(correct), len(val))
     details["random-init"]["blocks"] = rows
     write_text(args.plots / "knn_blocks" / "random-init.csv", records_csv(rows))
     write_json(args.out / "details.json", details)

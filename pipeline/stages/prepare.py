@@ -12,7 +12,7 @@ from pipeline.stages.runner import load_stage_params, run, stage_parser
 log = logging.getLogger(__name__)
 
 # the params keys this stage reads: its rule's params in rules/ (pipeline/deps.py), and so its dvc.yaml params
-PARAMS = ("seed", "data.dataset", "data.root", "data.image_size", "data.val_size", "data.train_limit",
+PARAMS = ("seed", "data.dataset", "data.root", "data.image_size", "data.resize", "data.val_size", "data.train_limit",
           "data.test_limit", "data.fewshot_shots", "data.fewshot_seeds")  # not data.stream/workers: how pretrain reads
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     p = load_stage_params("prepare", PARAMS, args.params)
     seed, data = p["seed"], p["data"]
 
-    src = load_source(data["dataset"], data["root"], data["image_size"])
+    src = load_source(data["dataset"], data["root"], data["image_size"], data["resize"])
     train_idx, val_idx = holdout_split(src.y_train, data["val_size"], seed)
     if data["train_limit"] and data["train_limit"] < train_idx.size:
         train_idx = train_idx[stratified_subset(src.y_train[train_idx], data["train_limit"], seed + 1)]

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     objective = OBJECTIVES[loss.objective]
     clusters = (cfg["cluster_k"] or data.num_classes) if objective.clusters else 0  # null: the dataset's classes
     refiner = Refiner(encoder, blocks, cfg["proj_hidden"], cfg["proj_out"], cfg["pred_hidden"], cfg["queue_size"],
-                      cfg["head_topk"], clusters).to(device)
+                      cfg["head_topk"], clusters, cfg["variants"][args.variant].get("cc_head", "shared")).to(device)
     if distributed.world().size > 1:  # head BatchNorm statistics over the global batch, as one process sees it
         distributed.convert_sync_batchnorm(refiner.heads)
     ema = EMA(encoder, cfg["ema"], cfg["ema_warmup"])

@@ -26,7 +26,20 @@ def test_refinement_deltas__paired_where_both_hold_per_image_correctness():
     assert out["d_knn_cls_vs_pretrained_rule"] == "paired images"
     assert out["d_linear_vs_pretrained_se"] == 0.0 and out["d_linear_vs_pretrained_rule"] == "paired images"
     assert out["d_fewshot_1_vs_pretrained_rule"] == "paired splits"
-    assert out["d_val_knn_vs_best_block_rule"] == "binomial"
+    assert out["d_val_knn_vs_best_block_rule"] == "binomial"  # no per-block correctness in these blocks
+
+
+def test_refinement_deltas__val_knn_pairs_the_refined_last_block_with_the_source_best_block():
+    refined, pretrained = _model(0.8, None), _model(0.7, None)
+    # the source's best block is block 1 (0.7 > 0.5); the refined last block scores the same 4 val images
+    pretrained["blocks"], refined["blocks"] = [{"cls": 0.5}, {"cls": 0.75}], [{"cls": 0.5}, {"cls": 1.0}]
+    pretrained["block_correct"] = ["0101", "1101"]
+    refined["block_correct"] = ["0000", "1111"]
+    out = refinement_deltas(refined, pretrained, val_size=4)
+    assert out["d_val_knn_vs_best_block"] == pytest.approx(0.25)
+    # per-image differences 0, 0, 1, 0: mean 0.25, unbiased variance 0.25, se sqrt(0.25 / 4) = 0.25
+    assert out["d_val_knn_vs_best_block_se"] == pytest.approx(0.25)
+    assert out["d_val_knn_vs_best_block_rule"] == "paired images"
 
 
 def test_refinement_deltas__binomial_for_an_older_file_and_the_rule_shows_in_the_table():

@@ -92,3 +92,21 @@ def test_load_imagefolder__decodes_only_the_rows_asked_for(tmp_path, monkeypatch
     assert rows.shape == (2, 16, 16, 3) and rows.dtype == np.uint8 and decoded == ["0.png", "1.png"]
     assert rows[0, 8, 8, 0] == 0 and src.x_train[np.array([1])][0, 8, 8, 0] == 60
     assert src.y_train.tolist() == [0, 0, 0, 1, 1, 1] and src.x_test[:].shape == (6, 16, 16, 3)
+
+
+def test_load_imagefolder__resize_then_centre_crop_as_the_evaluation_of_mae(tmp_path):
+    """resize 32 then crop 28 (256 then 224 at ImageNet scale): the crop keeps the centre 28 of the resized side,
+    so a left stripe that the plain resize to 28 keeps is cut off."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / split / "cls").mkdir(parents=True)
+        im = Image.new("RGB", (64, 64), (200, 200, 200))
+        im.paste((0, 0, 0), (0, 0, 4, 64))  # a 4 px black stripe on the left: 2 px at side 32
+        im.save(tmp_path / split / "cls" / "a.png")
+    plain = load_imagefolder(str(tmp_path), 28).x_train[:]
+    cropped = load_imagefolder(str(tmp_path), 28, resize=32).x_train[:]
+    by_hand = np.asarray(Image.open(tmp_path / "train" / "cls" / "a.png").convert("RGB")
+                         .resize((32, 32), Image.BICUBIC).crop((2, 2, 30, 30)))
+    np.testing.assert_array_equal(cropped[0], by_hand)
+    assert plain[0, 14, 0, 0] < 50 and cropped[0, 14, 0, 0] > 150  # the stripe survives the plain resize only

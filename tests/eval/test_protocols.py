@@ -125,3 +125,31 @@ def test_fewshot_msn__fixed_c_no_selection_and_the_same_fit_as_by_hand():
     clf = LogisticRegression(C=4000.0, fit_intercept=False, max_iter=2000).fit(f_train[idx], y_train[idx])
     assert out["1"]["runs"][1] == float((clf.predict(f_test) == y_test).mean())
     assert out["1"]["mean"] == pytest.approx(np.mean(out["1"]["runs"]))
+
+
+def test_augmented_linear_probe__a_grid_of_four_features_picked_on_val_and_read_once_on_test():
+    from pipeline.data.loader import DeviceImages
+    from pipeline.eval.linear_augmented import GRID, augmented_linear_probe, grid_features, warmup_cosine_factor
+    from pipeline.models.vit import ViTEncoder
+
+    assert warmup_cosine_factor(0, 10, 2) == 0.0 and warmup_cosine_factor(1, 10, 2) == 0.5
+    assert warmup_cosine_factor(2, 10, 2) == 1.0 and warmup_cosine_factor(6, 10, 2) == pytest.approx(0.5)
+    torch.manual_seed(0)
+    encoder = ViTEncoder(8, 2, 1, 16, 5, 2)
+    feats = grid_features(encoder, torch.randn(3, 1, 8, 8))
+    assert {k: tuple(v.shape) for k, v in feats.items()} == {
+        "cls_last1": (3, 16), "cls_mean_last1": (3, 32), "cls_last4": (3, 64), "cls_mean_last4": (3, 128)}
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    x = (rng.normal(size=(120, 8, 8, 1)) * 20 + 100 + 40 * labels[:, None, None, None]).clip(0, 255).astype(np.uint8)
+    cpu = torch.device("cpu")
+    splits = {s: DeviceImages(x, labels, [0.4], [0.2], cpu) for s in ("train", "val", "test")}
+    cfg = {"lrs": [0.01, 1.0], "epochs": 2, "batch_size": 32, "weight_decay": 0.0, "crop_scale_min": 0.5,
+           "warmup_fraction": 0.25}
+    out = augmented_linear_probe(encoder, splits, 3, cfg, 64, seed=0)
+    again = augmented_linear_probe(encoder, splits, 3, cfg, 64, seed=0)
+    assert out == again  # seeded crops, order and heads
+    assert out["mode"] == "augmented" and out["feature"] in GRID and set(out["grid"]) == set(GRID)
+    assert out["grid"][out["feature"]]["val"] == max(g["val"] for g in out["grid"].values())
+    assert out["lr"] == out["grid"][out["feature"]]["lr"] and len(out["test_correct"]) == 120
+    assert out["test"] == out["test_correct"].count("1") / 120

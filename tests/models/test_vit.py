@@ -105,16 +105,25 @@ def test_truncate__keeps_first_blocks():
     torch.testing.assert_close(enc.forward_intermediates(x, [1], intermediates_only=True)[0], ref)
 
 
-def test_vit__smaller_input_gets_the_sincos_positions_of_its_own_grid():
-    from pipeline.models.pos_embed import sincos_2d
+def test_vit__a_smaller_input_gets_the_positions_of_the_places_it_covers():
+    """A crop of half the side (a local crop) gets the table interpolated to its grid: each of its tokens is
+    nearest to the mean position of the 2 x 2 image patches at its own place, not to the image's top-left corner
+    (the fresh sin-cos table of the crop's own grid, the old behaviour, fails this)."""
+    from pipeline.models.pos_embed import interpolate_grid, sincos_2d
 
-    enc = ViTEncoder(16, 4, 1, 32, 2, 2)
-    small = torch.randn(3, 1, 8, 8)
-    expected = enc.patch_embed(small) + sincos_2d(32, 2, 2, cls_token=False)
-    torch.testing.assert_close(enc.embed_patches(small), expected)
-    assert enc.forward_features(small).shape == (3, 1 + 4, 32)
-    full = torch.randn(2, 1, 16, 16)  # the model's own size still uses its stored table
-    torch.testing.assert_close(enc.embed_patches(full), enc.patch_embed(full) + enc.pos_embed[:, 1:])
+    enc = ViTEncoder(64, 4, 1, 32, 2, 2)  # a 16 x 16 grid
+    small = torch.randn(3, 1, 32, 32)  # an 8 x 8 grid
+    table = interpolate_grid(enc.pos_embed[:, 1:], 16, 8, 8)
+    torch.testing.assert_close(enc.embed_patches(small), enc.patch_embed(small) + table)
+    assert enc.forward_features(small).shape == (3, 1 + 64, 32)
+    full = enc.pos_embed[0, 1:].reshape(16, 16, 32)
+    places = full.reshape(8, 2, 8, 2, 32).mean(dim=(1, 3)).reshape(64, 32)  # each 2 x 2 place's mean position
+    nearest = torch.cdist(table[0], places).argmin(dim=1)
+    assert torch.equal(nearest, torch.arange(64))
+    fresh = sincos_2d(32, 8, 8, cls_token=False)[0]
+    assert not torch.equal(torch.cdist(fresh, places).argmin(dim=1), torch.arange(64))
+    same = torch.randn(2, 1, 64, 64)  # the model's own size still uses its stored table
+    torch.testing.assert_close(enc.embed_patches(same), enc.patch_embed(same) + enc.pos_embed[:, 1:])
 
 
 @pytest.mark.parametrize("cut", [False, True])

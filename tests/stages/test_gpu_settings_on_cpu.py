@@ -24,7 +24,7 @@ EVALUATE = ["--variant", "mae_nna", "--data", "results/data/digits", "--model", 
 
 @pytest.fixture
 def lean(params):
-    params["evaluate"]["linear"].update(epochs=1)
+    params["evaluate"]["linear"].update(epochs=1, mode="augmented")  # the GPU profile's probe
     params["evaluate"]["finetune"].update(epochs=0)
     params["refine"]["variants"] = {"mae_nna": {"pretrained": "mae", "objective": "nna"},
                                     "mae_moco": {"pretrained": "mae", "objective": "moco"}}
@@ -49,3 +49,5 @@ def test_compile_and_bf16__pretrain_within_tolerance_of_fp32_eager_then_probe_re
     evaluated = json.loads((work / "results/evaluate/mae_nna/metrics.json").read_text())
     assert all(math.isfinite(evaluated[k]) for k in ("knn_cls", "linear", "fewshot_1", "rankme_raw"))
     assert evaluated["knn_cls"] > 0.3  # digits: ten classes, chance 0.1
+    linear = json.loads((work / "results/evaluate/mae_nna/details.json").read_text())["linear"]
+    assert linear["mode"] == "augmented" and len(linear["grid"]) == 4
