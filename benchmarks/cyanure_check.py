@@ -33,7 +33,8 @@ def main() -> None:
     w = np.asarray(cy.coef_)
     for name, c in (("1/(n λ)", 1 / (n * lam)), ("1/(2 n λ)", 1 / (2 * n * lam))):
         sk = LogisticRegression(C=c, fit_intercept=False, max_iter=20000, tol=1e-12).fit(x, y)
-        print(f"C = {name} = {c:g}: max |p_cyanure - p_sklearn| = {np.abs(_probs(w, x) - _probs(sk.coef_.T, x)).max():.2e}")
+        gap = np.abs(_probs(w, x) - _probs(sk.coef_.T, x)).max()
+        print(f"C = {name} = {c:g}: max |p_cyanure - p_sklearn| = {gap:.2e}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The report's inputs: what the upstream stages wrote, read per model and training seed.
 
-Layouts read: results/<stage>/<model>/seed<s>/ (pretrain and refine metrics.json, probe and reconstruct blocks.json, analyze
-frequency.{json,csv}, evaluate metrics.json and details.json), the baselines' results/evaluate/baselines/, and the
+Layouts read: results/<stage>/<model>/seed<s>/ (pretrain and refine metrics.json, probe and reconstruct blocks.json,
+analyze frequency.{json,csv}, evaluate metrics.json and details.json), the baselines' results/evaluate/baselines/, and the
 plot data results/plots/<kind>/<model>/seed<s>.csv (spectrum, refine_curve; the baselines' <kind>/<model>.csv).
 """
 from __future__ import annotations

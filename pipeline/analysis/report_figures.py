@@ -8,21 +8,21 @@ import pandas as pd
 from pipeline.analysis.figures import (
     fewshot_figure,
     frequency_figure,
-    fusion_weights_figure,
     knn_blocks_figure,
     model_styles,
-    negatives_top_share_figure,
     spectrum_figure,
 )
 from pipeline.analysis.readers import ResultDirs, read_baseline_spectrum
 from pipeline.analysis.regimes import block_changes, recon_regimes_figure
 from pipeline.analysis.scaling import knn_relative_figure, refine_gain_figure
+from pipeline.analysis.training_figures import fusion_weights_figure, negatives_top_share_figure
 
 
 def report_figures(runs: dict[int, dict[str, dict]], baseline_details: dict[str, dict], dirs: ResultDirs,
                    variants: list[str], refined: list[str], baselines: tuple[str, ...], out: Path, stamp: str,
                    gain_labels: dict[str, str]) -> None:
-    """knn_blocks, knn_relative, recon_regimes, refine_gain, frequency, fewshot, spectrum, fusion_weights and negatives_top_share .png in `out`.
+    """knn_blocks, knn_relative, recon_regimes, refine_gain, frequency, fewshot, spectrum, fusion_weights and
+    negatives_top_share .png in `out`.
 
     Each figure has one entry per seed for every model (it draws the mean and the spread over seeds) and the
     baselines once, with one style per model from params, so a model looks the same in every figure.

@@ -20,8 +20,8 @@ COLLAPSE_COLUMNS = tuple(f"{feature}{metric}_{how}" for feature in ("", "embeddi
 # the table of summary.md's analyses section: collapse (RankMe and the top eigenvalue's share per preprocessing),
 # the last block's linear Fourier amplitude (analyze) and MoCHi's negative hardness at the end of refinement
 ANALYSIS_COLUMNS = (*(c for c in COLLAPSE_COLUMNS if "hard_rank" not in c), "amplitude_f0_last",
-                    "amplitude_fmax_last", "dlogamp_fmax_last", "hessian_top_eig", "recon_loss_last", "recon_best_block",
-                    "refine_neg_top1_share", "refine_neg_top5_share")
+                    "amplitude_fmax_last", "dlogamp_fmax_last", "hessian_top_eig", "recon_loss_last",
+                    "recon_best_block", "refine_neg_top1_share", "refine_neg_top5_share")
 
 
 def val_knn(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -159,8 +159,8 @@ k 20, T 0.07, raw features), linear (linear_probe says how: features = heads on 
 CPU default; augmented = MIM-Refiner's probe on augmented crops and the grid feature val picked), fewshot_<shots>
 (the headline few-shot protocol, params evaluate.fewshot_headline; fewshot_msn_<shots> is MSN's published one:
 rows centred and L2-normalized, C fixed; fewshot_tuned_<shots> picks C on val; means over the fixed splits),
-kmeans_* and finetune are on the test split, with hyperparameters chosen on the validation split (⚠: a grid capped the pick;
-edge_picks names the key to widen). val_knn_* is the probe's per-block k-NN (CLS, headline protocol) on the
+kmeans_* and finetune are on the test split, with hyperparameters chosen on the validation split (⚠: a grid
+capped the pick; edge_picks names the key to widen). val_knn_* is the probe's per-block k-NN (CLS, headline protocol) on the
 validation split, blocks 0-based; refine_nn_accuracy is the NN-retrieval accuracy at the end of refinement.
 cluster_head_* (cc refinements only): the cluster head's own argmax assignments on test, scored like kmeans_*.
 Collapse analysis on a val subset of the evaluated feature: rankme_raw is RankMe as its paper defines it (the

@@ -9,17 +9,16 @@ refiner that carries them, the two phases of its recipe, the table of objectives
   the encoder (`queue.EMA`) follows the second phase and is what evaluation reads.
 - Objectives (`OBJECTIVES`, refine.variants.<name>.objective): nna, the paper's (the positive is the anchor's
   nearest queue neighbour, the negatives the anchor itself); nnclr (positive and negatives both swapped); moco
-  and mochi (the anchor is a momentum key, the negatives a queue of earlier keys, mochi mixing hard negatives);
-  cc (Contrastive Clustering: NT-Xent between views plus a cluster head per block). Each loss is a pure function
-  in pipeline/objectives/; every objective uses the same heads, views, queue size and temperature, so their runs
-  differ in the loss only.
+  and mochi (the anchor is a key of `momentum.MomentumKeys`, the negatives a queue of earlier keys, mochi mixing
+  hard negatives); cc (Contrastive Clustering: NT-Xent between views plus a cluster head per block). Each loss is a
+  pure function in pipeline/objectives/; every objective uses the same heads, views, queue size and temperature,
+  so their runs differ in the loss only.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
@@ -29,8 +28,11 @@ from pipeline.data.views import Views
 from pipeline.errors import ConfigError
 from pipeline.models.heads import (CC_INSTANCE_DIM, CC_INSTANCE_TEMPERATURE, ClusterHead, IDHead,
                                    cc_instance_projector)
-from pipeline.models.queue import EMA, NNQueue
+from pipeline.models.queue import NNQueue
 from pipeline.models.vit import ViTEncoder
+
+if TYPE_CHECKING:  # MoCo's key network (models/momentum.py) builds on the Refiner; the step only calls it
+    from pipeline.models.momentum import MomentumKeys
 from pipeline.objectives.cc import cc_terms
 from pipeline.objectives.moco import TOP_SHARE_FRACTIONS, Mixing, info_nce_logits, info_nce_loss, negative_top_share
 from pipeline.objectives.nna import nna_logits, nna_loss, nnclr_loss, positive_mass
@@ -112,50 +114,6 @@ class Refiner(nn.Module):
         return nn.ModuleList(h.projector for h in self.heads)
 
 
-class MomentumKeys(nn.Module):
-    """MoCo's key network: a moving average of the refiner's encoder and projectors (no predictor).
-
-    Args:
-        refiner: the online network; its current weights start the average.
-        momentum: m in key = m * key + (1 - m) * online, applied after every optimizer step.
-        schedule: "constant" (MoCo v1/v2) or "cosine" (MoCo v3: m rises from `momentum` to 1 along a half cosine
-            over `total_updates`).
-        total_updates: the optimizer steps of the whole refinement (both phases): the cosine's length.
-    """
-
-    def __init__(self, refiner: Refiner, momentum: float, schedule: str = "constant", total_updates: int = 0):
-        super().__init__()
-        if schedule not in ("constant", "cosine") or (schedule == "cosine" and total_updates < 1):
-            raise ValueError(f"momentum schedule {schedule!r} over {total_updates} updates")
-        self.blocks = list(refiner.blocks)
-        self.encoder = EMA(refiner.encoder, momentum)
-        self.projectors = EMA(refiner.projectors(), momentum)
-        self.base, self.schedule, self.total = momentum, schedule, total_updates
-
-    @torch.no_grad()
-    def update(self, refiner: Refiner) -> None:
-        m = key_momentum(self.base, int(self.encoder.updates), self.total, self.schedule)
-        self.encoder.momentum = self.projectors.momentum = m
-        self.encoder.update(refiner.encoder)
-        self.projectors.update(refiner.projectors())
-
-    @torch.no_grad()
-    def keys(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """[N, C, H, W] -> one [N, out] key per head block. The projectors' BatchNorm uses its running statistics
-        (the average of the online ones), not the batch's: a key depends on its own image only, so the batch
-        statistics cannot tell the query its positive (MoCo's "BN cheating", which ShuffleBN breaks)."""
-        self.projectors.module.eval()
-        feats = head_features(self.encoder.module, images, self.blocks)
-        return [proj(f) for proj, f in zip(self.projectors.module, feats)]
-
-
-def key_momentum(base: float, t: int, total: int, schedule: str) -> float:
-    """The key momentum at update t (0-based): `base`, or MoCo v3's 1 - (1 - base) (1 + cos(π t / total)) / 2."""
-    if schedule == "constant":
-        return base
-    return 1.0 - (1.0 - base) * (1.0 + math.cos(math.pi * min(t, total) / total)) / 2.0
-
-
 # ---- the recipe: the loss and the two phases -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -208,14 +166,6 @@ def loss_of(cfg: dict, name: str) -> Loss:
     temperature = CC_INSTANCE_TEMPERATURE if variant.get("cc_head") == "official" else cfg["temperature"]
     return Loss(objective, temperature, Mixing(**cfg["mochi"]) if OBJECTIVES[objective].mixing else None,
                 cfg["cluster_temperature"] if OBJECTIVES[objective].clusters else None, oracle)
-
-
-def momentum_of(cfg: dict, name: str) -> tuple[float, str]:
-    """MoCo's key momentum and its schedule for refinement `name` (its own, as the momentum-0 ablation sets, or the
-    section's)."""
-    own = cfg["variants"][name]
-    return (own.get("moco_momentum", cfg["moco_momentum"]),
-            own.get("moco_momentum_schedule", cfg["moco_momentum_schedule"]))
 
 
 # ---- the objectives -----------------------------------------------------------------------------------------------

@@ -29,16 +29,8 @@ from pipeline.eval.features import pooled_features
 from pipeline.eval.knn import knn_accuracy
 from pipeline.live import live_logger
 from pipeline.models.queue import EMA, start_share
-from pipeline.models.refiner import (
-    OBJECTIVES,
-    MomentumKeys,
-    Refiner,
-    head_blocks,
-    loss_of,
-    momentum_of,
-    phases,
-    refine_step_fn,
-)
+from pipeline.models.momentum import MomentumKeys, momentum_of
+from pipeline.models.refiner import OBJECTIVES, Refiner, head_blocks, loss_of, phases, refine_step_fn
 from pipeline.records import plot_csv, records_csv
 from pipeline.stages.runner import fingerprint, load_stage_params, run, stage_parser
 from pipeline.train import device as rt

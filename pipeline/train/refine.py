@@ -12,7 +12,8 @@ from typing import Callable, Iterable
 import torch
 
 from pipeline.models.queue import EMA
-from pipeline.models.refiner import MomentumKeys, Phase, Refiner
+from pipeline.models.momentum import MomentumKeys
+from pipeline.models.refiner import Phase, Refiner
 from pipeline.train import device as rt
 from pipeline.train.checkpoint import Checkpointer
 from pipeline.models.classifier import layer_of

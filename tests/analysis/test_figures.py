@@ -8,7 +8,7 @@ import pytest
 from matplotlib.colors import to_hex
 
 from pipeline import dvc_yaml
-from pipeline.analysis import figures
+from pipeline.analysis import figures, training_figures
 from pipeline.analysis.figures import model_styles
 
 matplotlib.use("Agg")
@@ -113,7 +113,8 @@ class TestFigures:
         # the deepest block is drawn in the model's own colour
         assert to_hex(fig.axes[0].get_lines()[-1].get_color()) == styles["mae"].color
 
-        fig = figures.fusion_weights_figure({"mff": [{"0": 0.3, "1": 0.7}]}, tmp_path / "fusion.png", styles, STAMP)
+        fig = training_figures.fusion_weights_figure({"mff": [{"0": 0.3, "1": 0.7}]}, tmp_path / "fusion.png", styles,
+                                                     STAMP)
         assert {to_hex(p.get_facecolor()) for p in fig.axes[0].patches} == {styles["mff"].color}
 
     def test_knn_blocks_figure__equal_refinements_sit_side_by_side(self, styles, tmp_path):
@@ -128,7 +129,7 @@ class TestFigures:
     def test_fusion_weights_figure__draws_the_uniform_reference(self, styles, tmp_path):
         """Bars start at 1/n, a dashed line marks it, and the axis spans the deviation, far from 0."""
         seeds = [{"0": 0.251, "1": 0.249, "3": 0.2495, "5": 0.2505}, {"0": 0.2512, "1": 0.2488, "3": 0.25, "5": 0.25}]
-        fig = figures.fusion_weights_figure({"mff": seeds}, tmp_path / "fusion.png", styles, STAMP)
+        fig = training_figures.fusion_weights_figure({"mff": seeds}, tmp_path / "fusion.png", styles, STAMP)
         ax = fig.axes[0]
         uniform = [line for line in ax.get_lines() if np.allclose(line.get_ydata(), 0.25)]
         assert len(uniform) == 1 and uniform[0].get_linestyle() == "--"
@@ -138,12 +139,12 @@ class TestFigures:
 
     def test_fusion_weights_figure__exactly_uniform_weights_keep_an_axis(self, styles, tmp_path):
         """The fixed-mean ablation (weights exactly 1/n) still gets a finite axis around 1/n."""
-        fig = figures.fusion_weights_figure({"mff": [{"0": 0.5, "2": 0.5}]}, tmp_path / "f.png", styles, STAMP)
+        fig = training_figures.fusion_weights_figure({"mff": [{"0": 0.5, "2": 0.5}]}, tmp_path / "f.png", styles, STAMP)
         low, high = fig.axes[0].get_ylim()
         assert low < 0.5 < high and high - low < 0.01
 
     def test_fusion_weights_figure__notes_when_no_variant_fuses(self, styles, tmp_path):
-        fig = figures.fusion_weights_figure({}, tmp_path / "fusion.png", styles, STAMP)
+        fig = training_figures.fusion_weights_figure({}, tmp_path / "fusion.png", styles, STAMP)
         assert any("no MFF variant" in t.get_text() for t in fig.axes[0].texts)
 
     def test_figures__stamped_and_byte_identical_on_a_rerun(self, styles, tmp_path):
@@ -207,9 +208,10 @@ def test_negatives_top_share_figure__one_line_per_model_that_logs_it(styles, tmp
     """MoCHi's hardness curves: a refinement without the column (an older curve, or cc) is left out; none at all
     gives a note instead of empty axes."""
     curve = pd.DataFrame({"epoch": [1, 2, 3], "neg_top1_share": [0.1, 0.2, 0.3], "neg_top5_share": [0.3, 0.4, 0.5]})
-    fig = figures.negatives_top_share_figure({REFINED[0]: [curve], REFINED[1]: [curve.drop(columns="neg_top1_share")]},
-                                             tmp_path / "top.png", styles, STAMP)
+    fig = training_figures.negatives_top_share_figure(
+        {REFINED[0]: [curve], REFINED[1]: [curve.drop(columns="neg_top1_share")]}, tmp_path / "top.png", styles, STAMP)
     assert [line.get_label() for line in fig.axes[0].get_lines()] == [REFINED[0]]
     assert np.allclose(fig.axes[1].get_lines()[0].get_ydata(), [0.3, 0.4, 0.5])
-    empty = figures.negatives_top_share_figure({REFINED[0]: [curve[["epoch"]]]}, tmp_path / "none.png", styles, STAMP)
+    empty = training_figures.negatives_top_share_figure({REFINED[0]: [curve[["epoch"]]]}, tmp_path / "none.png",
+                                                        styles, STAMP)
     assert "no refinement logged" in empty.axes[0].texts[0].get_text()

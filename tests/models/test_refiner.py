@@ -16,8 +16,8 @@ from pipeline.train.loop import fit
 from pipeline.train.optim import layer_decay_groups
 from pipeline.data.views import device_views
 from pipeline.models.queue import EMA, NNQueue, ema_momentum, start_share
-from pipeline.models.refiner import (Loss, MomentumKeys, Phase, Refiner, head_blocks, head_features, key_momentum,
-                                     phases, refine_step_fn)
+from pipeline.models.momentum import MomentumKeys, key_momentum
+from pipeline.models.refiner import Loss, Phase, Refiner, head_blocks, head_features, phases, refine_step_fn
 
 
 def test_queue__never_returns_own_entry_and_wraps():

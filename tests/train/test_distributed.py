@@ -17,7 +17,8 @@ from pipeline.objectives.moco import Mixing
 from pipeline.train.loop import fit
 from pipeline.train.mae_step import mae_step_fn
 from pipeline.data.views import device_views
-from pipeline.models.refiner import Loss, MomentumKeys, Refiner, refine_step_fn
+from pipeline.models.momentum import MomentumKeys
+from pipeline.models.refiner import Loss, Refiner, refine_step_fn
 
 GLOBAL_BATCH, IMAGES = 16, 32  # two steps: the second one queries what the first pushed
 
