@@ -25,6 +25,7 @@ from pipeline.errors import ConfigError
 
 SCRATCH = Path(".studies")
 STUDIES = Path("studies")
+COMMIT_FILE = ".study-commit"  # in the scratch: the commit its code was copied from (a resumed study keeps it)
 KEPT = ("results/report", "results/plots/knn_blocks", "results/plots/recon_blocks")  # what a study keeps
 
 
@@ -81,13 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         if not overlay.is_file():
             raise ConfigError(f"study: no profile {args.profile!r} ({overlay} is missing)")
         work = SCRATCH / args.profile
-        if not work.exists():  # else: a killed study resumes in its scratch copy
+        if not work.exists():  # else: a killed study resumes in its scratch copy, with the code it was copied with
             prepare_scratch(args.profile, work, args.reuse_results)
+            dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "pipeline", "rules", "Snakefile",
+                         "profiles")
+            (work / COMMIT_FILE).write_text(_git("rev-parse", "--short", "HEAD")
+                                            + (" (with uncommitted changes)" if dirty else "") + "\n")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "pipeline", "rules", "Snakefile", "profiles")
-    commit = _git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if dirty else "")
+    commit = (work / COMMIT_FILE).read_text().strip() if (work / COMMIT_FILE).is_file() else "unknown (an older scratch)"
     command = f"snakemake --cores {args.cores} --rerun-incomplete"
     t0 = time.perf_counter()
     bin_dir = str(Path(sys.executable).parent)

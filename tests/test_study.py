@@ -28,3 +28,21 @@ def test_record__keeps_the_report_curves_params_and_provenance(tmp_path):
         "STUDY.md", "knn_blocks/mae/seed1.csv", "params.yaml", "recon_blocks/mae/seed1.csv", "report/summary.md"]
     text = (out / "STUDY.md").read_text()
     assert "commit abc1234" in text and "10.0 min" in text and "profiles/seeds3/params.yaml" in text
+
+
+def test_study__a_resumed_study_records_the_commit_its_scratch_was_copied_from(tmp_path, monkeypatch):
+    """A killed study resumes in its scratch copy, whose code is the commit it was made from, not today's HEAD."""
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "profiles" / "seeds3").mkdir(parents=True)
+    (tmp_path / "profiles" / "seeds3" / "params.yaml").write_text("seeds: [0, 1, 2]\n")
+    work = tmp_path / study.SCRATCH / "seeds3"
+    work.mkdir(parents=True)
+    (work / study.COMMIT_FILE).write_text("abc1234\n")
+    recorded = {}
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0))
+    monkeypatch.setattr(study, "_git", lambda *a: "fff9999")  # today's HEAD
+    monkeypatch.setattr(study, "record", lambda *a: recorded.update(commit=a[-1]))
+    assert study.main(["seeds3"]) == 0
+    assert recorded["commit"] == "abc1234"
