@@ -133,7 +133,7 @@ def markdown_table(table: pd.DataFrame) -> str:
             v = row[c]
             if isinstance(v, float) and pd.isna(v):
                 cells.append("")
-            elif c.startswith(PERCENT_PREFIXES) and not c.endswith("_block"):
+            elif c.startswith(PERCENT_PREFIXES) and not c.endswith("_block") and not isinstance(v, str):
                 cells.append(f"{100 * v:.1f}" + (EDGE_MARK if c in edges else ""))
             elif isinstance(v, float) and not float(v).is_integer():
                 cells.append(f"{v:.4g}")

@@ -46,3 +46,24 @@ def test_markdown_table__marks_edge_picks_and_names_the_key():
     assert lines["mae"][cols.index("fewshot_1")] == "30.0"
     assert lines["pixels"][cols.index("fewshot_1")] == f"30.0{EDGE_MARK}"
     assert EDGE_MARK not in " ".join(lines["random-init"][:cols.index("edge_picks")])
+
+
+def test_summary__the_linear_probe_mode_is_a_label_and_msn_columns_follow_the_headline_few_shot():
+    """linear_probe says how the linear number was made (a string, never formatted as a percentage), and the
+    protocols' few-shot columns (fewshot_msn_<k>) sit after the headline's, ordered by shots."""
+    from pipeline.analysis.summary import summary_markdown
+
+    details = _details(0.1, {"1": 10.0, "2": 10.0})
+    details["linear"].update(mode="augmented", feature="cls_mean_last4")
+    blocks = [{"block": 0, "cls": 0.6, "mean_patch": 0.6}]
+    eval_ = {**_metrics(0.7), "fewshot_msn_2": 0.45, "fewshot_msn_1": 0.35}
+    table = summary_table({"mae": {"eval": eval_, "blocks": blocks, "details": details, "extra": {}}}, blocks,
+                          {"random-init": _metrics(0.5), "pixels": _metrics(0.8)})
+    few = [c for c in table.columns if c.startswith("fewshot_")]
+    assert few == ["fewshot_1", "fewshot_2", "fewshot_msn_1", "fewshot_msn_2"]
+    assert table.set_index("model").loc["mae", "linear_probe"] == "augmented: cls_mean_last4"
+    line = next(row for row in markdown_table(table).splitlines() if row.startswith("| mae"))
+    assert "| augmented: cls_mean_last4 |" in line
+    summary_markdown(table.assign(n=1))  # renders whole
+    details["linear"].update(mode="features")
+    assert _table(details).set_index("model").loc["mae", "linear_probe"] == "features"
