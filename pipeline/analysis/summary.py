@@ -87,6 +87,7 @@ def summary_table(models: dict[str, dict], random_blocks: list[dict[str, float]]
     rows.append({"model": "pixels", **baselines["pixels"]})
     for row in rows[-2:]:
         row["edge_picks"] = edge_picks(baseline_details[row["model"]]) if baseline_details else float("nan")
+        row["linear_probe"] = linear_probe_label(baseline_details[row["model"]]) if baseline_details else float("nan")
         row.update(split_se(baseline_details[row["model"]]) if baseline_details else {})
     # the split sizes, for the binomial error of any accuracy (pipeline.compare); every model sees the same splits
     sizes = next(({"test_size": m["details"]["test_size"], "val_size": m["val_size"]} for m in models.values()
