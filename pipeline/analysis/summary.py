@@ -175,10 +175,10 @@ statistics, the refinement's deltas and the online and cut-only-control metrics)
 REFINEMENT_HEADER = """
 ## Refinement against its controls
 
-Differences in accuracy points, ± one standard error and its rule: paired (both models scored the same test images:
-the standard error of the per-image differences, McNemar's view) for k-NN and linear; splits (the per-split
-differences over the shared fixed splits) for 1-shot; binomial (as if independent, conservative) for the val
-k-NN, whose probe keeps no per-image record. vs pretrained: the same protocols on the encoder refinement started from;
+Differences in accuracy points, ± one standard error and its rule: paired (both models scored the same images: the
+standard error of the per-image differences, McNemar's view) for k-NN, linear and the val k-NN of the probe; splits
+(the per-split differences over the shared fixed splits) for 1-shot, under the headline protocol and MSN's (msn);
+binomial (as if independent, conservative) only for files that keep no per-image record. vs pretrained: the same protocols on the encoder refinement started from;
 val k-NN vs best block: the refined model's last block against the pretrained encoder's best block (the probe,
 CLS, validation split); vs cut-only control: the pretrained encoder cut at the refined depth and not trained
 (only for a cut encoder, refine.depth); EMA pretrained share: the weight of the pretrained encoder left in the
