@@ -17,8 +17,8 @@ from tests.dag.test_e2e import snakemake_planned
 from tests.dag.test_parity import dvc_stages, tool
 
 REFINED = 5  # tiny_params: five refinements of two pretrain variants
-PER_SEED = {"pretrain": 2, "probe": 2, "analyze": 2, "evaluate": 2, "refine": REFINED, "probe_refined": REFINED,
-            "evaluate_refined": REFINED}
+PER_SEED = {"pretrain": 2, "probe": 2, "reconstruct": 2, "analyze": 2, "evaluate": 2, "refine": REFINED,
+            "probe_refined": REFINED, "evaluate_refined": REFINED}
 
 
 def _project(root: Path, seeds: list[int]) -> Path:

@@ -171,8 +171,10 @@ def test_evaluate__all_protocols_with_a_short_finetune(pretrained, params):
     geometry = {f"{m}_{how}" for m in ("rankme", "hard_rank", "top_eigen_share")
                 for how in ("raw", "centred", "standardized")} | {"alignment", "uniformity"}
     knn = {f"knn_{p}_{pool}" for p in ("mim_refiner", "dino") for pool in ("cls", "mean_patch", "cls_prenorm")}
-    assert set(metrics) == {"knn_cls", "knn_mean_patch", "knn_cls_prenorm", "linear", "fewshot_1", "fewshot_2", "kmeans_acc",
-                            "kmeans_nmi", "kmeans_ari", "finetune"} | geometry | knn
+    fewshot = {f"fewshot_{p}_{k}" for p in ("tuned", "msn") for k in (1, 2)}  # both protocols by name
+    assert set(metrics) == {"knn_cls", "knn_mean_patch", "knn_cls_prenorm", "linear", "fewshot_1", "fewshot_2",
+                            "kmeans_acc", "kmeans_nmi", "kmeans_ari", "finetune"} | geometry | knn | fewshot
+    assert metrics["fewshot_1"] == metrics["fewshot_tuned_1"]  # the headline protocol (evaluate.fewshot_headline)
     assert metrics["knn_cls"] == metrics[f"knn_{params['evaluate']['knn_headline']}_cls"]
     assert all(0 <= v <= 1 for k, v in metrics.items() if k not in geometry or k.startswith("top_eigen_share"))
     assert all(1 <= metrics[k] <= 32 for k in geometry if k.startswith(("rankme", "hard_rank")))  # width 32
