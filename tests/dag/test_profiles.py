@@ -12,7 +12,7 @@ from tests.dag.test_e2e import snakemake_planned
 from tests.dag.test_parity import dvc_stages, tool
 
 
-@pytest.mark.parametrize("profile, refinements", [("ablations", 8), ("cpu-long", 2), ("gpu", 5), ("scaling", 4),
+@pytest.mark.parametrize("profile, refinements", [("ablations", 8), ("cpu-long", 2), ("gpu", 5), ("scaling", 3),
                                                   ("fusion", 0)])
 def test_profile__switch_then_both_tools_plan_every_stage(tmp_path, profile, refinements):
     """`make profile P=<name>` (switch + rewrite dvc.yaml) plans the same jobs in Snakemake and DVC."""
