@@ -59,6 +59,10 @@ def record(profile: str, work: Path, out: Path, command: str, seconds: float, co
     out.mkdir(parents=True)
     for rel in KEPT:
         shutil.copytree(work / rel, out / Path(rel).name, ignore=shutil.ignore_patterns(".lock", ".tmp-*"))
+    for metrics in sorted(work.glob("results/pretrain/*/seed*/metrics.json")):  # the loss and MFF's fusion weights
+        dest = out / metrics.relative_to(work / "results")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(metrics, dest)
     shutil.copy2(work / "params.yaml", out / "params.yaml")
     (out / "STUDY.md").write_text(
         f"# Study: {profile}\n\n"
