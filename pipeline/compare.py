@@ -11,10 +11,10 @@ The table gives, per model and metric, A, B and Δ = B - A (accuracies in %, del
 `*` when |Δ| > 2σ. The noise σ of a delta follows the first rule that applies:
   1. seeds: both sides have n >= 2 training seeds and <m>_std (sample std over seeds):
      σ = sqrt(stdA²/nA + stdB²/nB), the standard error of a difference of two seed means.
-  2. paired splits: m is fewshot_<k> and both sides hold its accuracy on each fixed split, fewshot_<k>_split<i>
-     (the same support and query images on both sides): σ = std(B_i - A_i) / sqrt(splits), the standard error
-     of the mean per-split difference (as summary.md's refinement table). Older files hold only
-     fewshot_<k>_split_se: σ = sqrt(seA² + seB²) ("splits"), unpaired and so conservative.
+  2. paired splits: m is fewshot_<k> or fewshot_<protocol>_<k> and both sides hold its accuracy on each fixed
+     split, <m>_split<i> (the same support and query images on both sides): σ = std(B_i - A_i) / sqrt(splits),
+     the standard error of the mean per-split difference (as summary.md's refinement table). Older files hold
+     only <m>_split_se: σ = sqrt(seA² + seB²) ("splits"), unpaired and so conservative.
   3. paired images: m is knn_<pool> or linear, each side has one training seed, and both sides' evaluate
      details.json (results/evaluate/<model>/seed<s>/) hold its per-image correctness on the same test images (equal
      hashes of the test split in results/data/<dataset>/card.json): σ = std(b_i - a_i) / sqrt(n), McNemar's view.
@@ -43,7 +43,7 @@ from pipeline.stats import difference_se, means_difference_se, paired_images_se,
 
 REPORT_DIR = "results/report"
 METRIC_FILES = ("all_metrics.json", "metrics.json")  # newest first; the second only in commits before the first
-HEADLINE = ("knn_cls", "linear", "fewshot_1", "fewshot_10", "finetune", "val_knn_best")
+HEADLINE = ("knn_cls", "linear", "fewshot_1", "fewshot_10", "fewshot_msn_1", "finetune", "val_knn_best")
 ACCURACY_PREFIXES = ("knn", "linear", "fewshot", "finetune", "kmeans_acc", "val_knn")
 WORKSPACE = "workspace"
 MARK = "*"
@@ -192,7 +192,7 @@ def noise(metric: str, a: dict[str, float], b: dict[str, float],
     std = f"{metric}_std"
     if min(a.get("n", 1), b.get("n", 1)) >= 2 and std in a and std in b:
         return means_difference_se(a[std], a["n"], b[std], b["n"]), "seeds"
-    if re.fullmatch(r"fewshot_\d+", metric):
+    if re.fullmatch(r"fewshot_([a-z]+_)?\d+", metric):
         split = re.compile(rf"{metric}_split\d+")
         shared = sorted(k for k in a if split.fullmatch(k) and k in b)
         if len(shared) > 1:  # the same fixed splits on both sides: the deltas pair split by split

@@ -12,6 +12,7 @@ delta pairs the probe's per-image correctness of the two blocks (the same val im
 """
 from __future__ import annotations
 
+from pipeline.records import fewshot_record
 from pipeline.stats import difference_se, first_argmax, paired_images_se, paired_se
 
 # the headline metrics compared (metrics.json keys of evaluate)
@@ -22,9 +23,7 @@ RULE_SHORT = {"paired images": "paired", "paired splits": "splits", "binomial": 
 def _fewshot_runs(details: dict, metric: str) -> list[float]:
     """The per-split accuracies behind fewshot_<shots> (the headline protocol) or fewshot_<protocol>_<shots>."""
     *protocol, shots = metric.split("_")[1:]
-    name = protocol[0] if protocol else None
-    rec = details["fewshot"] if name in (None, details.get("fewshot_headline")) else details[f"fewshot_{name}"]
-    return rec[shots]["runs"]
+    return fewshot_record(details, protocol[0] if protocol else None)[shots]["runs"]
 
 
 def correctness(details: dict, metric: str) -> str | None:
@@ -96,9 +95,8 @@ def _pm(row: dict, col: str) -> str:
 def deltas_markdown(rows: list[dict]) -> str:
     """The refinement table of summary.md: per refined model, its deltas with standard errors (in points)."""
     cols = ["model", "pretrained", "depth", "heads from block", "EMA pretrained share", "k-NN vs pretrained",
-            "linear vs pretrained", "1-shot vs pretrained", "1-shot (msn) vs pretrained", "val k-NN vs best block", "k-NN vs cut-only control",
-            "1-shot vs cut-only control",
-            "k-NN EMA / online"]
+            "linear vs pretrained", "1-shot vs pretrained", "1-shot (msn) vs pretrained", "val k-NN vs best block",
+            "k-NN vs cut-only control", "1-shot vs cut-only control", "k-NN EMA / online"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if not isinstance(r.get("objective"), str):

@@ -6,6 +6,7 @@ import pandas as pd
 
 from pipeline.analysis.deltas import deltas_markdown
 from pipeline.analysis.seeds import SPREAD_NOTE, markdown_with_spread
+from pipeline.records import fewshot_protocols, fewshot_record
 from pipeline.stats import first_argmax, mean_se
 
 # accuracy-like columns are shown as percentages; the rest as numbers
@@ -33,8 +34,8 @@ def val_knn(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def edge_picks(details: dict) -> str | float:
     """The metrics of an evaluate details.json whose grid capped the val selection (its record's "edge"), each with
-    the params key to widen ("linear (widen evaluate.linear.lrs); fewshot_2 (widen evaluate.fewshot_cs)"), or NaN if none.
-    Protocols without a selection record (details.json written before grids recorded them) are not marked."""
+    the params key to widen ("linear (widen evaluate.linear.lrs); fewshot_2 (widen evaluate.fewshot_cs)"), or NaN if
+    none. Protocols without a selection record (details.json written before grids recorded them) are not marked."""
     picks = {"linear": details.get("linear", {}).get("selection"),
              **{f"fewshot_{shots}": v.get("selection") for shots, v in details.get("fewshot", {}).items()}}
     return "; ".join(f"{m} (widen {sel['key']})" for m, sel in picks.items() if sel and sel["edge"]) or float("nan")
@@ -51,15 +52,17 @@ def linear_probe_label(details: dict) -> str | float:
 
 
 def split_se(details: dict) -> dict[str, float]:
-    """One run's few-shot noise: fewshot_<shots>_split<i> (the accuracy on fixed split i, the same images for every
-    model, so two models' deltas pair split by split) and fewshot_<shots>_split_se (the standard error of the mean
-    over the splits)."""
+    """One run's few-shot noise, for every protocol it holds: <metric>_split<i> (the accuracy on fixed split i, the
+    same images for every model, so two models' deltas pair split by split) and <metric>_split_se (the standard
+    error of the mean over the splits), where <metric> is fewshot_<shots> (the headline protocol) or
+    fewshot_<protocol>_<shots>."""
     out = {}
-    for shots, rec in details.get("fewshot", {}).items():
-        runs = rec.get("runs", [])
-        out.update({f"fewshot_{shots}_split{i}": r for i, r in enumerate(runs)})
-        if len(runs) > 1:
-            out[f"fewshot_{shots}_split_se"] = mean_se(runs)
+    for protocol in fewshot_protocols(details):
+        for shots, rec in fewshot_record(details, protocol).items():
+            metric, runs = f"fewshot_{protocol + '_' if protocol else ''}{shots}", rec.get("runs", [])
+            out.update({f"{metric}_split{i}": r for i, r in enumerate(runs)})
+            if len(runs) > 1:
+                out[f"{metric}_split_se"] = mean_se(runs)
     return out
 
 
@@ -212,9 +215,10 @@ negatives_top_share.png draws it per epoch.
 
 # columns left out of summary.md's main table (the refinement table or summary.csv has them)
 MD_HIDDEN = ("d_", "online_", "control_", "knn_mim_refiner_", "knn_dino_mean_patch", "knn_dino_cls_prenorm",
-             "rankme_centred", "rankme_standardized", "hard_rank_", "top_eigen_share_", "embedding_", "amplitude_", "refine_neg_top")
-MD_HIDDEN_COLS = {"recon_loss_last", "recon_best_block", "kmeans_nmi", "cluster_head_nmi", "cluster_head_used", "refine_cluster_entropy", "hard_rank",
-                  "alignment", "dlogamp_fmax_last", "objective", "pretrained", "depth", "first_head_block",
+             "rankme_centred", "rankme_standardized", "hard_rank_", "top_eigen_share_", "embedding_", "amplitude_",
+             "refine_neg_top")
+MD_HIDDEN_COLS = {"recon_loss_last", "recon_best_block", "kmeans_nmi", "cluster_head_nmi", "cluster_head_used",
+                  "refine_cluster_entropy", "hard_rank", "alignment", "dlogamp_fmax_last", "objective", "pretrained", "depth", "first_head_block",
                   "ema_pretrained_share", "refine_pos_mass", "test_size", "val_size"}
 
 

@@ -9,6 +9,7 @@ from pipeline.eval.fewshot import FEWSHOT_PROTOCOLS, fewshot_accuracy, fewshot_m
 from pipeline.eval.knn import KNN_PROTOCOLS, knn_protocol, protocol_correct
 from pipeline.eval.linear import linear_probe
 from pipeline.eval.selection import warn_edge_picks
+from pipeline.records import fewshot_record
 from pipeline.stats import correctness_bits
 
 
@@ -91,10 +92,8 @@ def flat_metrics(result: dict) -> dict[str, float]:
     flat.update({f"knn_{name}_{pool}": acc for name, p in knn["protocols"].items() for pool, acc in p["acc"].items()})
     flat["linear"] = result["linear"]["test"]
     flat.update({f"fewshot_{k}": v["mean"] for k, v in result["fewshot"].items()})
-    headline = result.get("fewshot_headline")
-    for name in FEWSHOT_PROTOCOLS if headline else ():  # every protocol by name too, the headline's twice
-        rec = result["fewshot"] if name == headline else result[f"fewshot_{name}"]
-        flat.update({f"fewshot_{name}_{k}": v["mean"] for k, v in rec.items()})
+    for name in FEWSHOT_PROTOCOLS if result.get("fewshot_headline") else ():  # by name too, the headline's twice
+        flat.update({f"fewshot_{name}_{k}": v["mean"] for k, v in fewshot_record(result, name).items()})
     if result.get("kmeans"):
         flat.update({f"kmeans_{k}": v for k, v in result["kmeans"].items()})
     if result.get("finetune"):

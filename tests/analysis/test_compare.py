@@ -227,3 +227,10 @@ def test_main__paired_images_when_both_commits_scored_the_same_test_images(tmp_p
     assert rc == 0
     expected = "±35.9 paired images" if same_test_split else "±38.5 binomial"
     assert rows[("mae", "knn_cls")][-1] == expected and rows[("mae", "linear")][-1] == expected
+
+
+def test_noise__a_named_few_shot_protocol_pairs_its_splits_too():
+    # fewshot_msn_1 (the non-headline protocol) pairs by its own splits: B - A = .01, .03 -> SE std / sqrt(2) = .01
+    a = {"fewshot_msn_1": 0.40, "fewshot_msn_1_split0": 0.40, "fewshot_msn_1_split1": 0.40, "test_size": 100}
+    b = {"fewshot_msn_1": 0.42, "fewshot_msn_1_split0": 0.41, "fewshot_msn_1_split1": 0.43, "test_size": 100}
+    assert noise("fewshot_msn_1", a, b) == (pytest.approx(0.01), "paired splits")

@@ -1,6 +1,8 @@
 """The comparison table: both k-NN protocols as columns, edge picks marked with the key to widen."""
 from __future__ import annotations
 
+import pytest
+
 from pipeline.analysis.summary import EDGE_MARK, markdown_table, summary_table
 
 
@@ -67,3 +69,14 @@ def test_summary__the_linear_probe_mode_is_a_label_and_msn_columns_follow_the_he
     summary_markdown(table.assign(n=1))  # renders whole
     details["linear"].update(mode="features")
     assert _table(details).set_index("model").loc["mae", "linear_probe"] == "features"
+
+
+def test_split_se__every_few_shot_protocol_gets_its_split_columns():
+    from pipeline.analysis.summary import split_se
+
+    details = {"fewshot_headline": "tuned", "fewshot": {"1": {"mean": 0.3, "runs": [0.2, 0.4]}},
+               "fewshot_msn": {"1": {"mean": 0.5, "runs": [0.4, 0.6]}}}
+    # the standard error of the mean of two runs 0.2 apart: sample std 0.1414 / sqrt(2) = 0.1
+    assert split_se(details) == pytest.approx({"fewshot_1_split0": 0.2, "fewshot_1_split1": 0.4,
+                                               "fewshot_1_split_se": 0.1, "fewshot_msn_1_split0": 0.4, "fewshot_msn_1_split1": 0.6,
+                                               "fewshot_msn_1_split_se": 0.1})
