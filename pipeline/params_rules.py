@@ -17,7 +17,7 @@ def check(params: dict) -> None:
     Raises:
         ConfigError: naming the first offending key.
     """
-    _check_data_stream(params["data"])
+    _check_data_stream(params["data"], params["evaluate"])
     for name, variant in params["pretrain"]["variants"].items():
         _check_model(variant_model(params["model"], variant), _model_key(name, variant))
     _check_pretrain_schedule(params["pretrain"])
@@ -30,12 +30,16 @@ def check(params: dict) -> None:
 
 # data ---------------------------------------------------------------------------------------------------------------
 
-def _check_data_stream(data: dict) -> None:
+def _check_data_stream(data: dict, evaluate: dict) -> None:
     if data["stream"] and data["dataset"] != "imagefolder":
         raise ConfigError(f"params: data.stream=true streams an ImageFolder tree; it needs data.dataset=imagefolder "
                           f"(got {data['dataset']!r})")
     if data["stream"] and not data["root"]:
         raise ConfigError("params: data.stream=true needs data.root (a folder with train/ and val/ class subfolders)")
+    if evaluate["train_split"] == "full" and (data["dataset"] != "imagefolder" or not data["root"]):
+        raise ConfigError(f"params: evaluate.train_split=full reads an ImageFolder's whole root/train; it needs "
+                          f"data.dataset=imagefolder and data.root (got {data['dataset']!r}, root {data['root']!r}; "
+                          f"other datasets' prepared train split is whole with data.train_limit=0)")
     if data["resize"] is not None and data["resize"] < data["image_size"]:
         raise ConfigError(f"params: data.resize={data['resize']} is below data.image_size={data['image_size']} (the "
                           f"centre crop is taken from the resized image)")

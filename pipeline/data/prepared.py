@@ -47,11 +47,14 @@ def array_hash(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def make_card(x: dict[str, np.ndarray], y: dict[str, np.ndarray], classes: tuple[str, ...], origin: str) -> dict:
-    """Counts per class and split, array hashes and the train split's per-channel mean/std (0..1 scale)."""
+def make_card(x: dict[str, np.ndarray], y: dict[str, np.ndarray], classes: tuple[str, ...], origin: str,
+              split_seed: int) -> dict:
+    """Counts per class and split, array hashes, the train split's per-channel mean/std (0..1 scale) and the seed
+    the val hold-out was drawn with (what a stage streaming the folder draws it again with, whatever its own seed)."""
     train = x["train"].astype(np.float64) / 255.0
     return {
         "origin": origin,
+        "split_seed": split_seed,
         "classes": list(classes),
         "shape": list(x["train"].shape[1:]),
         "counts": {s: int(y[s].shape[0]) for s in SPLITS},
@@ -72,8 +75,9 @@ def save_prepared(out_dir: Path, x: dict, y: dict, fewshot: dict, card: dict) ->
     write_json(out_dir / "card.json", card)
 
 
-def load_prepared(data_dir: str | Path, verify: bool = True) -> Prepared:
-    """Read a prepared dataset and, if `verify`, check its arrays against the card's hashes.
+def load_prepared(data_dir: str | Path, verify: bool = True, splits: tuple[str, ...] = SPLITS) -> Prepared:
+    """Read a prepared dataset's `splits` (all three by default) and, if `verify`, check their arrays against the
+    card's hashes.
 
     Raises:
         DataError: a file is missing or corrupt, or the arrays do not match the card.
@@ -86,13 +90,13 @@ def load_prepared(data_dir: str | Path, verify: bool = True) -> Prepared:
         card = json.loads((data_dir / "card.json").read_text())
         shots = json.loads((data_dir / "fewshot.json").read_text())
         with np.load(data_dir / "arrays.npz") as z:
-            x = {s: z[f"x_{s}"] for s in SPLITS}
-            y = {s: z[f"y_{s}"] for s in SPLITS}
+            x = {s: z[f"x_{s}"] for s in splits}  # an npz member is read only when asked for
+            y = {s: z[f"y_{s}"] for s in splits}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a truncated npz is a BadZipFile
         raise DataError(f"{data_dir}: cannot read prepared dataset ({type(err).__name__}: {err}); "
                         f"rerun the prepare stage") from None
     if verify:
-        for key, arr in [*((f"x_{s}", x[s]) for s in SPLITS), *((f"y_{s}", y[s]) for s in SPLITS)]:
+        for key, arr in [*((f"x_{s}", x[s]) for s in splits), *((f"y_{s}", y[s]) for s in splits)]:
             if array_hash(arr) != card["sha256"].get(key):
                 raise DataError(f"{data_dir}/arrays.npz: {key} does not match card.json (changed or corrupt)")
     fewshot = {int(k): {int(s): np.asarray(v, np.int64) for s, v in d.items()} for k, d in shots.items()}

@@ -140,9 +140,10 @@ class FolderImages:
 
     def __getitem__(self, idx: np.ndarray | slice) -> np.ndarray:
         picked = self.files[idx] if isinstance(idx, slice) else [self.files[i] for i in np.asarray(idx)]
-        return np.stack([self._decode(p) for p in picked]) if picked else np.zeros((0, *self.shape[1:]), np.uint8)
+        return np.stack([self.decode(p) for p in picked]) if picked else np.zeros((0, *self.shape[1:]), np.uint8)
 
-    def _decode(self, path: Path) -> np.ndarray:
+    def decode(self, path: Path) -> np.ndarray:
+        """One image as [size, size, 3] uint8: its shorter side resized to `resize` (bicubic), then centre-cropped."""
         from PIL import Image
 
         with Image.open(path) as im:

@@ -147,13 +147,15 @@ def stream_indices(folder: ImageFolder, val_size: int, seed: int, card: dict) ->
     """The folder's images that pretraining streams: all but the validation hold-out prepare drew.
 
     prepare draws the hold-out with `holdout_split(train labels, val_size, seed)` over the same listing, so
-    drawing it again here keeps the probe's selection images out of pretraining, as on the array path.
+    drawing it again here keeps the probe's selection images out of pretraining, as on the array path. The seed is
+    the card's split_seed (a model trained at another of params `seeds` shares prepare's splits); `seed` serves
+    cards written before they recorded it.
 
     Raises:
         DataError: the hold-out's labels differ from the card's (the folder changed since prepare).
     """
     labels = np.asarray(folder.targets, np.int64)
-    keep, val = holdout_split(labels, val_size, seed)
+    keep, val = holdout_split(labels, val_size, card.get("split_seed", seed))
     if array_hash(labels[val]) != card["sha256"]["y_val"]:
         raise DataError(f"imagefolder: {folder.root} no longer matches the prepared card (its validation "
                         f"hold-out labels differ); rerun prepare")

@@ -29,8 +29,8 @@ def collapse_analysis(embed: Callable[[torch.Tensor], torch.Tensor], val: Device
         spectrum rows {index, log10_singular_value_<preprocessing> for raw, centred, standardized}).
     """
     labels = val.labels.cpu().numpy()
-    idx = torch.from_numpy(stratified_subset(labels, min(images, labels.size), seed)).to(val.images.device)
-    gen = torch.Generator(device=val.images.device).manual_seed(seed)
+    idx = torch.from_numpy(stratified_subset(labels, min(images, labels.size), seed)).to(val.device)
+    gen = torch.Generator(device=val.device).manual_seed(seed)
     feats: dict[str, list[torch.Tensor]] = {"clean": [], "a": [], "b": []}
     for chunk in idx.split(batch_size):
         x = val.batch(chunk)

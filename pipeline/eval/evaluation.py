@@ -7,10 +7,10 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from pipeline.data.loader import DeviceImages
-from pipeline.data.prepared import Prepared
+from pipeline.data.loader import ImageSplit
 from pipeline.eval.clustering import cluster_head_scores
 from pipeline.eval.collapse import collapse_analysis, embedding_metrics
 from pipeline.eval.features import pooled_features
@@ -29,14 +29,15 @@ COMPANION_METRICS = ("knn", "linear", "fewshot", "cluster_head")
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The frozen-feature evaluation of encoders on one prepared dataset with params `evaluate` (`cfg`).
+    """The frozen-feature evaluation of encoders on the splits of one dataset with params `evaluate` (`cfg`).
 
     Under torchrun every rank embeds its shard of each split; only rank 0 (`main`) runs the protocols and gets
     results (the other ranks get {}).
     """
 
-    data: Prepared
-    splits: dict[str, DeviceImages]
+    splits: dict[str, ImageSplit]
+    fewshot: dict[int, dict[int, np.ndarray]]  # shots -> seed -> indices into splits["train"]
+    num_classes: int
     cfg: dict
     seed: int
     device: torch.device
@@ -55,10 +56,10 @@ class Evaluation:
             return {}
         labels = {s: d.labels for s, d in self.splits.items()}
         augmented = self.cfg["linear"]["mode"] == "augmented"
-        out = frozen_protocols(feats, labels, self.data.fewshot, self.data.num_classes, self.cfg, self.seed,
+        out = frozen_protocols(feats, labels, self.fewshot, self.num_classes, self.cfg, self.seed,
                                linear=not augmented)
         if augmented:  # MIM-Refiner's probe: the encoder sees augmented crops, a grid of features
-            out["linear"] = augmented_linear_probe(model, self.splits, self.data.num_classes, self.cfg["linear"],
+            out["linear"] = augmented_linear_probe(model, self.splits, self.num_classes, self.cfg["linear"],
                                                    self.cfg["batch_size"], self.seed, self.autocast)
             warn_edge_picks({"linear": out["linear"]["selection"]})
         if cluster_head is not None:

@@ -7,12 +7,12 @@ from typing import Callable
 import torch
 
 from pipeline import distributed
-from pipeline.data.loader import DeviceImages
+from pipeline.data.loader import ImageSplit
 from pipeline.models.vit import POOLS, PRENORM, ViTEncoder, pool_split, pool_tokens
 
 
 @torch.no_grad()
-def block_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int, dtype: torch.dtype = torch.float32,
+def block_features(encoder: ViTEncoder, data: ImageSplit, batch_size: int, dtype: torch.dtype = torch.float32,
                    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
                    ) -> dict[str, torch.Tensor]:
     """Pool each block's raw output (no final norm) as cls and mean-patch, in one pass over `data`.
@@ -23,7 +23,7 @@ def block_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int, dty
         {pool: [L, N, D]} for pool in ("cls", "mean_patch").
     """
     encoder.eval()
-    out = {p: torch.empty(encoder.depth, len(data), encoder.embed_dim, dtype=dtype, device=data.images.device)
+    out = {p: torch.empty(encoder.depth, len(data), encoder.embed_dim, dtype=dtype, device=data.device)
            for p in POOLS}
     start = 0
     for images, _ in data.batches(batch_size):
@@ -37,7 +37,7 @@ def block_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int, dty
 
 
 @torch.no_grad()
-def pooled_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int,
+def pooled_features(encoder: ViTEncoder, data: ImageSplit, batch_size: int,
                     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                     sharded: bool = False, prenorm: bool = False) -> dict[str, torch.Tensor]:
     """The encoder's final, normed output pooled as cls and mean-patch: {pool: [N, D]} float32; with `prenorm`
@@ -59,7 +59,7 @@ def pooled_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int,
             out[p].append(pool_tokens(tokens, p).float())
         if prenorm:
             out[PRENORM].append(raw[:, 0].float())
-    feats = {p: torch.cat(v) if v else torch.empty(0, encoder.embed_dim, device=data.images.device)
+    feats = {p: torch.cat(v) if v else torch.empty(0, encoder.embed_dim, device=data.device)
              for p, v in out.items()}
     if not sharded or w.size == 1:
         return feats

@@ -99,6 +99,13 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
          per-image correctness (`stats.correctness_bits`), "selection": `selection.grid_pick`'s record}
     """
     heads = dict(zip(lrs, train_linear_heads(*train, num_classes, lrs, epochs, batch_size, weight_decay, seed)))
+    return picked_head_record(heads, val, test, grid_key)
+
+
+def picked_head_record(heads: dict[float, nn.Module], val: tuple[torch.Tensor, torch.Tensor],
+                       test: tuple[torch.Tensor, torch.Tensor], grid_key: str) -> dict:
+    """The lr of `heads` (lr -> trained head) picked by val argmax, and its head read once on test: linear_probe's
+    record (shared with the augmented probe, per feature)."""
     val_acc = {lr: head_accuracy(head, *val) for lr, head in heads.items()}
     selection = grid_pick(val_acc, grid_key, len(val[1]), "argmax")
     best = selection["pick"]

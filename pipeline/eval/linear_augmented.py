@@ -19,11 +19,10 @@ from typing import Callable
 import torch
 
 from pipeline.data.augment import random_resized_crop
-from pipeline.data.loader import DeviceImages
-from pipeline.eval.linear import LinearHeads, head_correct
+from pipeline.data.loader import ImageSplit
+from pipeline.eval.linear import LinearHeads, head_accuracy, picked_head_record
 from pipeline.eval.selection import grid_pick
 from pipeline.models.vit import ViTEncoder
-from pipeline.stats import correctness_bits
 
 GRID = ("cls_last1", "cls_mean_last1", "cls_last4", "cls_mean_last4")
 
@@ -43,7 +42,7 @@ def grid_features(encoder: ViTEncoder, images: torch.Tensor) -> dict[str, torch.
             "cls_mean_last4": torch.cat([_cls_mean(t) for t in kept], dim=1).float()}
 
 
-def _centre_features(encoder: ViTEncoder, data: DeviceImages, batch_size: int,
+def _centre_features(encoder: ViTEncoder, data: ImageSplit, batch_size: int,
                      autocast: Callable[[], contextlib.AbstractContextManager]) -> dict[str, torch.Tensor]:
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in GRID}
     for images, _ in data.batches(batch_size):
@@ -60,14 +59,14 @@ def warmup_cosine_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def augmented_linear_probe(encoder: ViTEncoder, splits: dict[str, DeviceImages], num_classes: int, cfg: dict,
+def augmented_linear_probe(encoder: ViTEncoder, splits: dict[str, ImageSplit], num_classes: int, cfg: dict,
                            eval_batch_size: int, seed: int,
                            autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
                            ) -> dict:
     """Train the GRID x lrs heads on augmented train crops, pick (feature, lr) on val, read test once.
 
     Args:
-        splits: "train", "val", "test" DeviceImages (normalized images on the device).
+        splits: "train", "val", "test" ImageSplits (normalized images on the device).
         cfg: params evaluate.linear (lrs, epochs, batch_size, weight_decay, crop_scale_min, warmup_fraction).
     Returns:
         linear_probe's record ("lr", "val", "test", "test_correct", "selection" of the chosen feature's lrs) with
@@ -75,7 +74,7 @@ def augmented_linear_probe(encoder: ViTEncoder, splits: dict[str, DeviceImages],
     """
     encoder.eval()
     train = splits["train"]
-    device = train.images.device
+    device = train.device
     with autocast():
         dims = {k: v.shape[1] for k, v in grid_features(encoder, train.batch(torch.arange(2))).items()}
     torch.manual_seed(seed)  # the heads' initialization
@@ -100,18 +99,13 @@ def augmented_linear_probe(encoder: ViTEncoder, splits: dict[str, DeviceImages],
                 heads[name].step(feats[name], train.labels[idx], factor)
             step += 1
     val = _centre_features(encoder, splits["val"], eval_batch_size, autocast)
-    grid, picks = {}, {}
+    val_y, grid, trained = splits["val"].labels, {}, {name: dict(zip(cfg["lrs"], heads[name].heads())) for name in GRID}
     for name in GRID:
-        trained = dict(zip(cfg["lrs"], heads[name].heads()))
-        val_acc = {lr: float(head_correct(h, val[name], splits["val"].labels).float().mean())
-                   for lr, h in trained.items()}
-        selection = grid_pick(val_acc, "evaluate.linear.lrs", len(splits["val"]), "argmax")
-        picks[name] = (selection, trained, val_acc)
-        grid[name] = {"lr": selection["pick"], "val": val_acc[selection["pick"]]}
+        val_acc = {lr: head_accuracy(h, val[name], val_y) for lr, h in trained[name].items()}
+        pick = grid_pick(val_acc, "evaluate.linear.lrs", len(val_y), "argmax")["pick"]
+        grid[name] = {"lr": pick, "val": val_acc[pick]}
     best = max(GRID, key=lambda name: grid[name]["val"])  # ties: the first of GRID, the simplest feature
-    selection, trained, val_acc = picks[best]
     test = _centre_features(encoder, splits["test"], eval_batch_size, autocast)
-    correct = head_correct(trained[selection["pick"]], test[best], splits["test"].labels)
-    return {"mode": "augmented", "feature": best, "grid": grid, "lr": selection["pick"],
-            "val": {str(lr): acc for lr, acc in val_acc.items()}, "test": float(correct.float().mean()),
-            "test_correct": correctness_bits(correct.cpu()), "selection": selection}
+    return {"mode": "augmented", "feature": best, "grid": grid,
+            **picked_head_record(trained[best], (val[best], val_y), (test[best], splits["test"].labels),
+                                 "evaluate.linear.lrs")}

@@ -95,7 +95,7 @@ def probe_encoder(encoder: ViTEncoder, bank: DeviceImages, query: DeviceImages, 
 
     Block features are kept in 16-bit on CUDA (half the memory), float32 on the CPU.
     """
-    dtype = torch.float16 if bank.images.device.type == "cuda" else torch.float32
+    dtype = torch.float16 if bank.device.type == "cuda" else torch.float32
     bank_f = block_features(encoder, bank, batch_size, dtype, autocast)
     query_f = block_features(encoder, query, batch_size, dtype, autocast)
     return probe_blocks(bank_f, bank.labels, query_f, query.labels, protocol, chunk_size)

@@ -4,6 +4,9 @@ Writes results/evaluate/<variant>/{metrics.json (headline numbers), details.json
 the covariance spectra of its features, raw, centred and standardized, to results/plots/spectrum/<variant>.csv (the
 collapse analysis). A refined model also gets the analysis of its embedding, the last head's projector output:
 metrics embedding_*, its spectra in details.json's embedding_spectrum.
+The train split (k-NN bank, linear probe, few-shot pools, fine-tune) is prepare's arrays, or with
+evaluate.train_split=full the whole root/train folder of an ImageFolder less the val hold-out (MAE's and
+MIM-Refiner's protocols on ImageNet; data/folder_split.py); details.json's train_split says which, and its size.
 Frozen features are the encoder's output tokens (after the final norm; a cut encoder has none, so its last kept
 block's raw output), pooled as CLS and mean-patch; lr choices read val, test is read once.
 
@@ -22,7 +25,8 @@ from pathlib import Path
 from pipeline import distributed
 from pipeline.atomic import write_json, write_text
 from pipeline.data.loader import device_splits
-from pipeline.data.prepared import load_prepared
+from pipeline.data.folder_split import full_train_split
+from pipeline.data.prepared import SPLITS, load_prepared
 from pipeline.eval.evaluation import Evaluation, companion_encoders, evaluate_metrics
 from pipeline.eval.suite import flat_metrics
 from pipeline.models.refined import saved_cluster_head
@@ -36,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # the params keys this stage reads: its rule's params in rules/ (pipeline/deps.py), and so its dvc.yaml params
 PARAMS = ("seed", "runtime.device", "runtime.threads", "runtime.precision", "runtime.compile", "runtime.nproc",
-          "evaluate")
+          "data.root", "data.resize", "data.workers", "evaluate")  # data.*: the full train split's folder and decoding
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,9 +59,14 @@ def main(argv: list[str] | None = None) -> None:
 
     device = rt.setup_runtime(run_cfg, p["seed"])
     encoder, ckpt = load_encoder(args.model)
-    data = load_prepared(args.data)
+    full = cfg["train_split"] == "full"  # the whole root/train folder, decoded batch by batch (data/folder_split.py)
+    data = load_prepared(args.data, splits=("val", "test") if full else SPLITS)
+    splits, fewshot = device_splits(data, device), data.fewshot
+    if full:
+        splits["train"], fewshot = full_train_split(p["data"]["root"], data.card, p["data"]["resize"], data.fewshot,
+                                                    device, p["data"]["workers"])
     # under torchrun every rank embeds a shard and fine-tunes; rank 0 runs the frozen protocols and writes
-    ev = Evaluation(data, device_splits(data, device), cfg, p["seed"], device, run_cfg["precision"],
+    ev = Evaluation(splits, fewshot, data.num_classes, cfg, p["seed"], device, run_cfg["precision"],
                     distributed.world().main)
     # a cc refinement's own clustering: its last cluster head on the CLS output of the encoders it was trained with
     cluster_head = saved_cluster_head(ckpt["refiner"], str(args.model)) if "refiner" in ckpt else None
@@ -79,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     if not ev.main:
         return
     result["test_size"] = len(ev.splits["test"])  # the n of every test accuracy's binomial standard error
+    result["train_split"] = {"name": cfg["train_split"], "size": len(ev.splits["train"])}
     write_json(args.out / "details.json", result)
     write_json(args.out / "metrics.json", evaluate_metrics(result, list(companions)))
     log.info("%s: %s", args.variant, flat_metrics(result))

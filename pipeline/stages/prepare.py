@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     y = {"train": src.y_train[train_idx], "val": src.y_train[val_idx], "test": src.y_test[test_idx]}
     fewshot = {shots: {s: fewshot_split(y["train"], shots, s) for s in data["fewshot_seeds"]}
                for shots in data["fewshot_shots"]}
-    card = make_card(x, y, src.classes, src.origin)
+    card = make_card(x, y, src.classes, src.origin, seed)
     save_prepared(args.out, x, y, fewshot, card)
     log.info("wrote %s: train %d, val %d, test %d images of shape %s", args.out, *card["counts"].values(),
              card["shape"])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pipeline.data.augment import mix_batch, rand_augment_batch, rand_augment_fn, random_erase, random_resized_crop
-from pipeline.data.loader import DeviceImages, epoch_order
+from pipeline.data.loader import ImageSplit, epoch_order
 from pipeline.models.classifier import Classifier, layer_of
 from pipeline.models.vit import ViTEncoder
 from pipeline.train import device as rt
@@ -55,7 +55,7 @@ class FinetuneRecipe:
         return cls(**{f.name: cfg[f.name] for f in fields(cls)})
 
 
-def finetune_step_fn(model: Classifier, data: DeviceImages, num_classes: int, recipe: FinetuneRecipe,
+def finetune_step_fn(model: Classifier, data: ImageSplit, num_classes: int, recipe: FinetuneRecipe,
                      rand_augment: Callable[[Image.Image], Image.Image] | None = None
                      ) -> Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """step_fn(indices) -> (soft-target cross-entropy, {}) with crops and flips (device), RandAugment (host, if
@@ -75,7 +75,7 @@ def finetune_step_fn(model: Classifier, data: DeviceImages, num_classes: int, re
 
 
 @torch.no_grad()
-def classifier_accuracy(model: Classifier, data: DeviceImages, batch_size: int) -> float:
+def classifier_accuracy(model: Classifier, data: ImageSplit, batch_size: int) -> float:
     """Top-1 accuracy (0..1) on a split, without augmentation."""
     model.eval()
     correct = 0
@@ -84,7 +84,7 @@ def classifier_accuracy(model: Classifier, data: DeviceImages, batch_size: int) 
     return correct / len(data)
 
 
-def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_classes: int, recipe: FinetuneRecipe,
+def finetune(arch: dict, state: dict, splits: dict[str, ImageSplit], num_classes: int, recipe: FinetuneRecipe,
              seed: int, device: torch.device, precision: str, checkpointer: Checkpointer) -> dict:
     """Fine-tune a copy of the encoder end to end with layer-wise lr decay; val and test accuracy at the end.
 
@@ -99,7 +99,7 @@ def finetune(arch: dict, state: dict, splits: dict[str, DeviceImages], num_class
     train, bs = splits["train"], recipe.batch_size
     steps = max(1, len(train) // bs)
     lr = recipe.blr * bs / 256
-    augment = (rand_augment_fn(recipe.rand_augment, train.images.shape[-1], train.pixel_mean.flatten().tolist())
+    augment = (rand_augment_fn(recipe.rand_augment, train.size, train.pixel_mean.flatten().tolist())
                if recipe.rand_augment else None)
     step_fn = finetune_step_fn(model, train, num_classes, recipe, augment)
     fit(model, step_fn, lambda e: epoch_order(len(train), bs, seed, e, device), opt,

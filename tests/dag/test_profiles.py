@@ -33,7 +33,8 @@ def test_profile__switch_then_both_tools_plan_every_stage(tmp_path, profile, ref
 
 def test_profile__imagenet_refine_plans_the_official_mae_with_its_file_as_a_dependency(tmp_path):
     """imagenet, then imagenet-refine: one imported MAE (a fabricated file of the official layout at its `init`),
-    probed, refined once, evaluated; both tools plan the same jobs and both make the file a dep of pretrain[mae]."""
+    probed, refined once, evaluated on the full train split; both tools plan the same jobs and both make the file a
+    dep of pretrain[mae]."""
     import torch
 
     from tests.dag.test_parity import snakemake_jobs
@@ -60,3 +61,9 @@ def test_profile__imagenet_refine_plans_the_official_mae_with_its_file_as_a_depe
     assert dvc[cmd]["name"] == "pretrain@mae-0"  # one variant: its entry keeps the rule's name
     assert init in dvc[cmd]["deps"] and init in smk[cmd]["deps"]
     assert dvc[cmd]["deps"] == smk[cmd]["deps"]
+    # evaluated as published: the whole train folder, Resize 256 then CenterCrop 224, the refined model included
+    assert params["evaluate"]["train_split"] == "full" and (params["data"]["resize"], params["data"]["image_size"]) \
+        == (256, 224)
+    evaluations = [s for s in dvc.values() if s["name"].startswith("evaluate")]
+    assert len(evaluations) == 2 and all({"data.root", "data.resize", "evaluate"} <= set(s["params"])
+                                         for s in evaluations)

@@ -86,8 +86,8 @@ def test_load_imagefolder__decodes_only_the_rows_asked_for(tmp_path, monkeypatch
     (tmp_path / "train" / "dog" / "2.png").write_bytes(b"not an image")  # never read unless asked for
     src = load_imagefolder(str(tmp_path), 16)
     decoded = []
-    real = FolderImages._decode
-    monkeypatch.setattr(FolderImages, "_decode", lambda self, p: decoded.append(p.name) or real(self, p))
+    real = FolderImages.decode
+    monkeypatch.setattr(FolderImages, "decode", lambda self, p: decoded.append(p.name) or real(self, p))
     rows = src.x_train[np.array([0, 4])]
     assert rows.shape == (2, 16, 16, 3) and rows.dtype == np.uint8 and decoded == ["0.png", "1.png"]
     assert rows[0, 8, 8, 0] == 0 and src.x_train[np.array([1])][0, 8, 8, 0] == 60

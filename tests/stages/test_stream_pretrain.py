@@ -104,3 +104,25 @@ def test_imagenet_profile__validates_and_snakemake_plans_the_dag(tmp_path):
     assert p["pretrain"]["variants"]["mff"]["fuse_blocks"] == [0, 2, 4, 6, 8, 11]
     plan = tool(["snakemake", "-n", "--cores", "2"], project).stdout
     assert "prepare" in plan and "pretrain" in plan and "report" in plan
+
+
+def test_evaluate_full_train_split__equals_the_prepared_one_where_prepare_kept_every_image(prepared, tmp_path):
+    """With data.train_limit 0 the prepared train arrays are the whole folder less the hold-out, so evaluating on
+    the folder decoded batch by batch (evaluate.train_split=full) must give the same numbers, byte for byte."""
+    if not (prepared / "results/pretrain/mae/model.pt").exists():
+        run_stage("pretrain", PRETRAIN, prepared)
+    out = {}
+    for split in ("prepared", "full"):
+        p = stream_params(prepared / "jpegs", workers=2)
+        p["evaluate"].update(train_split=split, batch_size=4)
+        p["evaluate"]["linear"].update(batch_size=5)
+        p["evaluate"]["finetune"].update(epochs=1, batch_size=5, warmup_epochs=0)
+        write_params(prepared / "params.yaml", p)
+        run_stage("evaluate", ["--variant", "mae", "--data", "results/data/imagefolder", "--model",
+                               "results/pretrain/mae/model.pt", "--out", f"results/evaluate/{split}", "--plots",
+                               str(tmp_path / split)], prepared)
+        out[split] = {name: json.loads((prepared / f"results/evaluate/{split}/{name}.json").read_text())
+                      for name in ("metrics", "details")}
+    assert out["full"]["details"].pop("train_split") == {"name": "full", "size": 15}
+    assert out["prepared"]["details"].pop("train_split") == {"name": "prepared", "size": 15}
+    assert out["full"] == out["prepared"] and "finetune" in out["full"]["metrics"]
