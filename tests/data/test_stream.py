@@ -140,6 +140,20 @@ def test_open_stream__leaves_out_the_validation_hold_out_prepare_drew(folder_roo
         open_stream(str(folder_root), {**card, "classes": ["ant", "bee"]}, 3, 0, images.transform)
 
 
+def test_open_stream__a_model_at_another_seed_holds_out_the_images_prepare_held_out(folder_root):
+    """The hold-out is drawn with the card's split seed (prepare's), not the model's: seeds 0 and 1 of params
+    `seeds` stream the same images."""
+    folder = open_train_folder(str(folder_root))
+    labels = np.asarray(folder.targets)
+    keep, val = holdout_split(labels, 3, 7)
+    card = {"classes": list(CLASSES), "sha256": {"y_val": array_hash(labels[val])}, "split_seed": 7}
+    for model_seed in (0, 1):
+        images, _ = open_stream(str(folder_root), card, 3, model_seed, mae_transform(16, 0.2, True, IMAGENET_MEAN,
+                                                                                    IMAGENET_STD))
+        assert images.keep.tolist() == keep.tolist() and images.seed == model_seed
+    assert keep.tolist() != holdout_split(labels, 3, 0)[0].tolist()  # the model seed's own draw would differ
+
+
 def test_listing_digest__changes_when_a_file_is_added(tmp_path):
     root = write_jpeg_folder(tmp_path / "tree", train_per_class=2, val_per_class=1)
     before = listing_digest(open_train_folder(str(root)))
