@@ -46,3 +46,21 @@ def test_study__a_resumed_study_records_the_commit_its_scratch_was_copied_from(t
     monkeypatch.setattr(study, "record", lambda *a: recorded.update(commit=a[-1]))
     assert study.main(["seeds3"]) == 0
     assert recorded["commit"] == "abc1234"
+
+
+def test_code_version__a_study_scratch_stamps_the_commit_it_was_copied_from(tmp_path):
+    """The report's figures and every stage's log name the code they ran: in a scratch copy inside the repository
+    (gitignored), git would name today's HEAD, so the copy's .study-commit is read instead."""
+    import shutil
+    import subprocess
+    import sys
+
+    work = tmp_path / study.SCRATCH / "scaling"
+    shutil.copytree(REPO / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    (work / study.COMMIT_FILE).write_text("abc1234\n")
+    probe = "from pipeline.stages.runner import code_version; print(code_version())"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=work, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "abc1234"
+    (work / study.COMMIT_FILE).unlink()
+    out = subprocess.run([sys.executable, "-c", probe], cwd=work, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "unknown"  # outside git, and no record of a copy

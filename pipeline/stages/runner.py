@@ -21,7 +21,11 @@ _LOCK_HELD = "PIPELINE_LAUNCHER_HOLDS_LOCK"
 
 
 def code_version() -> str:
-    """The git commit of the code (with '+dirty' if the worktree differs), or 'unknown' outside git."""
+    """The git commit of the code (with '+dirty' if the worktree differs), or 'unknown' outside git; in a study's
+    scratch copy (pipeline/study.py, gitignored inside the repository) the commit it was copied from."""
+    copied = Path(__file__).resolve().parent.parent.parent / ".study-commit"
+    if copied.is_file():
+        return copied.read_text().strip()
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).parent).stdout.strip()
