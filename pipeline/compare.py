@@ -15,9 +15,10 @@ The table gives, per model and metric, A, B and Δ = B - A (accuracies in %, del
      split, <m>_split<i> (the same support and query images on both sides): σ = std(B_i - A_i) / sqrt(splits),
      the standard error of the mean per-split difference (as summary.md's refinement table). Older files hold
      only <m>_split_se: σ = sqrt(seA² + seB²) ("splits"), unpaired and so conservative.
-  3. paired images: m is knn_<pool> or linear, each side has one training seed, and both sides' evaluate
-     details.json (results/evaluate/<model>/seed<s>/) hold its per-image correctness on the same test images (equal
-     hashes of the test split in results/data/<dataset>/card.json): σ = std(b_i - a_i) / sqrt(n), McNemar's view.
+  3. paired images: m is knn_<pool> or linear (test), or val_knn_best or val_knn_last (the probe's val k-NN), each
+     side has one training seed, and both sides hold its per-image correctness on the same images (evaluate's
+     details.json or the probe's blocks.json under results/<stage>/<model>/seed<s>/, and equal hashes of that
+     split in results/data/<dataset>/card.json): σ = std(b_i - a_i) / sqrt(n), McNemar's view.
   4. binomial: m is an accuracy (knn*, linear*, fewshot*, finetune*, kmeans_acc*, val_knn*) and both sides
      give the size of its split (val_size for val_knn*, test_size otherwise): σ = sqrt(a(1-a)/nA + b(1-b)/nB).
      It treats the two models' errors on the same images as independent, so it usually overstates σ.
@@ -38,7 +39,7 @@ from typing import Callable
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import ConfigError, DataError
-from pipeline.analysis.deltas import correctness
+from pipeline.analysis.deltas import correctness, probe_correctness
 from pipeline.stats import difference_se, means_difference_se, paired_images_se, paired_se
 
 REPORT_DIR = "results/report"
@@ -161,24 +162,34 @@ def _list(rev: Revision, folder: str, repo: Path) -> list[str]:
     return shown.stdout.split() if shown.returncode == 0 else []
 
 
-def test_split_id(rev: Revision, repo: Path) -> str | None:
-    """What identifies the test images at `rev`: the hashes of the test split in its one prepared data card."""
+def split_id(rev: Revision, repo: Path, split: str) -> str | None:
+    """What identifies the images of `split` (test or val) at `rev`: their hashes in its one prepared data card."""
     datasets = _list(rev, "results/data", repo)
     text = _read(rev, f"results/data/{datasets[0]}/card.json", repo) if len(datasets) == 1 else None
     sha = json.loads(text).get("sha256", {}) if text else {}
-    return json.dumps({k: v for k, v in sorted(sha.items()) if "test" in k}) if sha else None
+    return json.dumps({k: v for k, v in sorted(sha.items()) if k.endswith(f"_{split}")}) if sha else None
 
 
-def load_correctness(rev: Revision, model: str, repo: Path) -> dict[str, str]:
-    """metric -> per-image correctness of `model` at `rev`, from its one seed's evaluate details.json (none for
-    several seeds, which compare by the seeds' rule, or for files older than the record)."""
-    folder = "results/evaluate/baselines" if model in ("random-init", "pixels") else f"results/evaluate/{model}"
+def _one_seed(rev: Revision, folder: str, name: str, repo: Path) -> dict | None:
+    """`folder`/seed<s>/`name` of a model trained at one seed (None for several seeds, which compare by the seeds'
+    rule, or where the file is absent)."""
     seeds = [s for s in _list(rev, folder, repo) if re.fullmatch(r"seed\d+", s)]
-    text = _read(rev, f"{folder}/{seeds[0]}/details.json", repo) if len(seeds) == 1 else None
-    if text is None:
-        return {}
-    details = json.loads(text)
-    return {m: bits for m in ("knn_cls", "knn_mean_patch", "linear") if (bits := correctness(details, m))}
+    text = _read(rev, f"{folder}/{seeds[0]}/{name}", repo) if len(seeds) == 1 else None
+    return json.loads(text) if text else None
+
+
+def load_correctness(rev: Revision, model: str, repo: Path, splits: tuple[str, ...] = ("test",)) -> dict[str, str]:
+    """metric -> per-image correctness of `model` at `rev` on the `splits` both sides share: test accuracies from
+    its one seed's evaluate details.json, val_knn_best and val_knn_last from its probe's blocks.json (none for
+    several seeds or for files older than the record)."""
+    out: dict[str, str] = {}
+    baseline = model in ("random-init", "pixels")
+    if "test" in splits and (details := _one_seed(rev, "results/evaluate/baselines" if baseline else
+                                                   f"results/evaluate/{model}", "details.json", repo)):
+        out.update({m: bits for m in ("knn_cls", "knn_mean_patch", "linear") if (bits := correctness(details, m))})
+    if "val" in splits and not baseline and (blocks := _one_seed(rev, f"results/probe/{model}", "blocks.json", repo)):
+        out.update(probe_correctness(blocks))
+    return out
 
 
 def noise(metric: str, a: dict[str, float], b: dict[str, float],
@@ -307,10 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         if not metrics:
             raise ConfigError("--metrics names no metric")
         rev_a, rev_b = resolve(args.a, args.repo), resolve(args.b, args.repo)
-        split_a, split_b = test_split_id(rev_a, args.repo), test_split_id(rev_b, args.repo)
-        same_images = split_a is not None and split_a == split_b
-        correct = (lambda model: (load_correctness(rev_a, model, args.repo),
-                                  load_correctness(rev_b, model, args.repo))) if same_images else None
+        shared = tuple(s for s in ("test", "val")
+                       if (ida := split_id(rev_a, args.repo, s)) is not None and ida == split_id(rev_b, args.repo, s))
+        correct = (lambda model: (load_correctness(rev_a, model, args.repo, shared),
+                                  load_correctness(rev_b, model, args.repo, shared))) if shared else None
         rows = compare_table(load_metrics(rev_a, args.repo), load_metrics(rev_b, args.repo), metrics, correct)
         absent = [m for m in metrics if args.metrics and m not in {r.metric for r in rows}]
         if absent:  # most likely a typo; the defaults may be absent from old reports

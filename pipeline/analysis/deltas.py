@@ -38,6 +38,16 @@ def correctness(details: dict, metric: str) -> str | None:
     return None
 
 
+def probe_correctness(blocks: dict) -> dict[str, str]:
+    """val_knn_best and val_knn_last's per-image correctness (the probe's CLS k-NN on val at the first best block
+    and at the last one) from a probe blocks.json, or {} where it holds none (older runs)."""
+    bits = blocks.get("cls_correct")
+    if not bits:
+        return {}
+    best = first_argmax([b.count("1") / len(b) for b in bits])  # the summary's val_knn_best block
+    return {"val_knn_best": bits[best], "val_knn_last": bits[-1]}
+
+
 def metric_delta(metric: str, refined: dict, other: dict, n_test: int) -> tuple[float, float, str]:
     """(delta, its standard error, the rule) of one evaluate metric; `refined` and `other` are {"eval", "details"}."""
     a, b = refined["eval"][metric], other["eval"][metric]

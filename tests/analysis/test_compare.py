@@ -229,6 +229,28 @@ def test_main__paired_images_when_both_commits_scored_the_same_test_images(tmp_p
     assert rows[("mae", "knn_cls")][-1] == expected and rows[("mae", "linear")][-1] == expected
 
 
+@pytest.mark.parametrize("same_val_split", [True, False])
+def test_main__the_probes_val_knn_pairs_images_at_each_sides_best_block(tmp_path, monkeypatch, capsys,
+                                                                         same_val_split):
+    """val_knn_best pairs the probe's per-image correctness at each side's own best block (A: block 1 of 2, B: block
+    0), the same 10 val images as the test case above, so the same ±35.9; another val split: the binomial rule."""
+    _git(tmp_path, "init", "-q")
+    for key, value in (("user.email", "t@example.com"), ("user.name", "t"), ("commit.gpgsign", "false")):
+        _git(tmp_path, "config", key, value)
+    card, blocks = "results/data/digits/card.json", "results/probe/mae/seed0/blocks.json"
+    metrics = {"n": 1, "test_size": 10, "val_size": 10}
+    _commit(tmp_path, {card: {"sha256": {"x_val": "1", "y_val": "2", "x_test": "5"}},
+                       ALL: {"mae": {**metrics, "val_knn_best": 0.7}},
+                       blocks: {"cls_correct": ["1110000000", "1111100110"]}}, "c", "c")
+    _commit(tmp_path, {card: {"sha256": {"x_val": "1" if same_val_split else "3", "y_val": "2", "x_test": "6"}},
+                       ALL: {"mae": {**metrics, "val_knn_best": 0.8}},
+                       blocks: {"cls_correct": ["1111111100", "1111110000"]}}, "d", "d")
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = _run(["c", "d", "--no-figure", "--metrics", "val_knn_best"], capsys)
+    assert rc == 0
+    assert _rows(out)[("mae", "val_knn_best")][-1] == ("±35.9 paired images" if same_val_split else "±38.5 binomial")
+
+
 def test_noise__a_named_few_shot_protocol_pairs_its_splits_too():
     # fewshot_msn_1 (the non-headline protocol) pairs by its own splits: B - A = .01, .03 -> SE std / sqrt(2) = .01
     a = {"fewshot_msn_1": 0.40, "fewshot_msn_1_split0": 0.40, "fewshot_msn_1_split1": 0.40, "test_size": 100}
