@@ -3,8 +3,11 @@
 Measures images/s of
   (a) the loader alone: JPEG decode + MAE crops in DataLoader workers, pinned copy to the device;
   (b) the MAE ViT-B/16 step alone (forward, backward, AdamW) on a batch already on the device;
-  (c) both together, as `pretrain` runs with data.stream.
-The ratio (a)/(b) says whether the workers keep up with the model (> 1) or starve it (< 1).
+  (c) both together, as `pretrain` runs with data.stream;
+  (d) evaluate's full train split (evaluate.train_split: full; pipeline/data/folder_split.py): decoding batches
+      with Resize 256/224 x size and CenterCrop, by one thread and by --workers threads.
+The ratio (a)/(b) says whether the workers keep up with the model (> 1) or starve it (< 1); the ratio of the two
+rows (d) says how far the evaluation's decoding threads scale.
 
     python benchmarks/imagefolder_throughput.py --root /data/imagenet --size 224 --batch-size 256 --workers 10
     python benchmarks/imagefolder_throughput.py --device cpu --size 64 --batch-size 8 --workers 2 --steps 4
@@ -38,6 +41,7 @@ from pipeline.data.stream import (
     open_train_folder,
     stream_loader,
 )
+from pipeline.data.folder_split import FolderSplit
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.models.vit import ViTEncoder
 from pipeline.train import device as rt
@@ -132,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
             "loader + MAE ViT-B/16 step": timed(lambda: train(next(stream)), args.steps, args.warmup, device),
         }
         stream.close()  # stops the workers before the synthetic folder goes
+        files, labels = [Path(p) for p, _ in folder.samples], np.asarray(folder.targets, np.int64)
+        for threads in (1, args.workers):
+            split = FolderSplit(files, labels, args.size, round(args.size * 256 / 224), list(IMAGENET_MEAN),
+                                list(IMAGENET_STD), device, threads)
+            batches = itertools.cycle(torch.arange(len(split)).split(args.batch_size))
+            rows[f"full-split evaluation decode, {threads} thread(s)"] = timed(
+                lambda: len(split.rows(next(batches))), args.steps, args.warmup, device)
+            split.pool.shutdown()
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{len(folder)} JPEGs ({'synthetic' if not args.root else root}, {mean_kb:.0f} kB mean), {args.size} px, "
@@ -140,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| path | images/s | ms/step |\n|---|---|---|")
     for label, (ips, ms) in rows.items():
         print(f"| {label} | {ips:.1f} | {ms:.1f} |")
-    loader_ips, step_ips, both_ips = (ips for ips, _ in rows.values())
+    loader_ips, step_ips, both_ips, one_thread, threads = (ips for ips, _ in rows.values())
     print(f"loader / step ratio {loader_ips / step_ips:.2f} (> 1: the workers keep up with the model); "
-          f"loader + step reaches {100 * both_ips / step_ips:.0f}% of the resident-batch step")
+          f"loader + step reaches {100 * both_ips / step_ips:.0f}% of the resident-batch step; "
+          f"full-split decode: {args.workers} threads / 1 thread = {threads / one_thread:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "device": name,
